@@ -1,0 +1,41 @@
+# knit — see README.md. `make demo` and `make test` are the two entry points.
+SHELL := /bin/bash
+GO ?= go
+BIN := $(CURDIR)/bin
+export PATH := /usr/local/go/bin:$(PATH)
+
+# Debian packages the tests and the demo use. The reference plugins
+# (containernetworking-plugins) are only compared against, never run by knit.
+DEB_PKGS := containernetworking-plugins nftables iptables iproute2 iputils-ping conntrack \
+	dnsmasq iperf3 busybox-static etcd-server containerd runc cpio kmod \
+	qemu-system-x86 linux-image-amd64 util-linux psmisc
+
+.PHONY: all build deps test test-unit test-race fuzz bench demo clean
+
+all: build
+
+build:
+	@mkdir -p $(BIN)
+	$(GO) build -trimpath -o $(BIN)/knit-plugin ./cmd/knit-plugin
+	@for p in $$($(BIN)/knit-plugin list); do ln -f $(BIN)/knit-plugin $(BIN)/$$p; done
+	@echo "built: $$(ls $(BIN) | tr '\n' ' ')"
+
+# deps installs what is missing, once: dpkg-query is cheap, apt-get is not.
+deps:
+	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing: $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+	$(GO) mod download
+
+test-unit: deps build
+	KNIT_BIN_DIR=$(BIN) $(GO) test -race -count=1 -timeout 20m ./...
+
+test: test-unit test-kernel
+
+clean:
+	rm -rf $(BIN) _output
+
+-include hack/kernel-lane/kernel-lane.mk
+-include hack/cluster/cluster.mk

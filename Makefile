@@ -34,6 +34,14 @@ test-unit: deps build
 
 test: test-unit test-kernel
 
+# bench compares knit with the reference plugins side by side, exec'd the way a
+# runtime calls them, inside a network namespace of its own (it plays the host).
+BENCH_N ?= 40
+bench: deps build
+	@mkdir -p _output
+	$(GO) build -o _output/cnibench ./hack/bench/cnibench
+	unshare --net --mount -- sh -c 'mount -t tmpfs none /run && mkdir -p /run/netns && _output/cnibench -knit $(BIN) -n $(BENCH_N)'
+
 clean:
 	rm -rf $(BIN) _output
 

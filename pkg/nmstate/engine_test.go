@@ -1,0 +1,269 @@
+package nmstate
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/knit-cni/knit/pkg/testutil"
+)
+
+// node is a test namespace playing a node with a stand-in NIC ens35 whose
+// peer sits in a second namespace (the L2 segment).
+type node struct {
+	*testutil.NS
+	seg *testutil.NS
+	eng *Engine
+}
+
+func newNode(t *testing.T) *node {
+	t.Helper()
+	testutil.RequireRoot(t)
+	n := &node{NS: testutil.NewNS(t), seg: testutil.NewNS(t)}
+	testutil.Veth(t, n.NS, "ens35", n.seg, "peer0")
+	resolv := filepath.Join(t.TempDir(), "resolv.conf")
+	if err := os.WriteFile(resolv, []byte("nameserver 10.9.9.9\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	n.eng = &Engine{NS: n.NS.NS, NL: n.H, ResolvConf: resolv}
+	return n
+}
+
+const seed002 = `
+interfaces:
+  - name: br1
+    description: Linux bridge with ens35 as a port
+    type: linux-bridge
+    state: up
+    ipv4:
+      address:
+        - ip: 192.168.72.41
+          prefix-length: 24
+      enabled: true
+    bridge:
+      options:
+        stp:
+          enabled: false
+      port:
+        - name: ens35
+`
+
+func mustParse(t *testing.T, y string) *State {
+	t.Helper()
+	s, err := Parse([]byte(y))
+	if err != nil {
+		t.Fatalf("parse: %v", err)
+	}
+	return s
+}
+
+func TestApplyBridgeWithPort(t *testing.T) {
+	n := newNode(t)
+	ctx := context.Background()
+	if err := n.eng.Apply(ctx, mustParse(t, seed002)); err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	br, err := n.H.LinkByName("br1")
+	if err != nil {
+		t.Fatalf("br1 missing: %v", err)
+	}
+	if br.Type() != "bridge" || br.Attrs().Alias != "Linux bridge with ens35 as a port" {
+		t.Fatalf("br1 = %s alias %q", br.Type(), br.Attrs().Alias)
+	}
+	port, _ := n.H.LinkByName("ens35")
+	if port.Attrs().MasterIndex != br.Attrs().Index {
+		t.Fatal("ens35 is not a port of br1")
+	}
+	cur, err := n.eng.Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found bool
+	for _, ifc := range cur.Interfaces {
+		if ifc.Name == "br1" {
+			found = true
+			if *ifc.Bridge.Options.STP.Enabled || len(*ifc.Bridge.Port) != 1 || (*ifc.IPv4.Address)[0].IP != "192.168.72.41" {
+				t.Fatalf("br1 state %+v", ifc)
+			}
+		}
+	}
+	if !found {
+		t.Fatal("br1 not in current state")
+	}
+	// Idempotent re-apply.
+	if err := n.eng.Apply(ctx, mustParse(t, seed002)); err != nil {
+		t.Fatalf("re-apply: %v", err)
+	}
+}
+
+func TestSTPToggle(t *testing.T) {
+	n := newNode(t)
+	ctx := context.Background()
+	on := strings.Replace(seed002, "enabled: false", "enabled: true", 1)
+	if err := n.eng.Apply(ctx, mustParse(t, on)); err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	br, _ := n.H.LinkByName("br1")
+	if got, err := n.eng.bridgeSTP(br); err != nil || !got {
+		t.Fatalf("stp = %v, %v; want on", got, err)
+	}
+	if err := n.eng.Apply(ctx, mustParse(t, seed002)); err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	if got, _ := n.eng.bridgeSTP(br); got {
+		t.Fatal("stp still on")
+	}
+}
+
+func TestPartialEditKeepsTheRest(t *testing.T) {
+	n := newNode(t)
+	ctx := context.Background()
+	if err := n.eng.Apply(ctx, mustParse(t, seed002)); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.eng.Apply(ctx, mustParse(t, "interfaces:\n- name: br1\n  mtu: 1400\n")); err != nil {
+		t.Fatalf("partial: %v", err)
+	}
+	br, _ := n.H.LinkByName("br1")
+	addrs, _ := n.H.AddrList(br, netlink.FAMILY_V4)
+	if br.Attrs().MTU != 1400 || len(addrs) != 1 {
+		t.Fatalf("mtu %d addrs %v", br.Attrs().MTU, addrs)
+	}
+	port, _ := n.H.LinkByName("ens35")
+	if port.Attrs().MasterIndex != br.Attrs().Index {
+		t.Fatal("partial edit dropped the port")
+	}
+}
+
+func TestAbsentRemoves(t *testing.T) {
+	n := newNode(t)
+	ctx := context.Background()
+	if err := n.eng.Apply(ctx, mustParse(t, seed002)); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.eng.Apply(ctx, mustParse(t, "interfaces:\n- name: br1\n  state: absent\n")); err != nil {
+		t.Fatalf("absent: %v", err)
+	}
+	if _, err := n.H.LinkByName("br1"); err == nil {
+		t.Fatal("br1 still exists")
+	}
+	port, _ := n.H.LinkByName("ens35")
+	if port.Attrs().MasterIndex != 0 {
+		t.Fatal("ens35 still enslaved")
+	}
+}
+
+func TestRollbackRestoresExactState(t *testing.T) {
+	n := newNode(t)
+	ctx := context.Background()
+	// A previous state with something to lose: br0 owning ens35 with an
+	// address, a static route and a resolver.
+	prev := `
+interfaces:
+- name: br0
+  type: linux-bridge
+  ipv4: {enabled: true, address: [{ip: 10.50.0.1, prefix-length: 24}]}
+  bridge: {port: [{name: ens35}]}
+routes:
+  config:
+  - {destination: 10.60.0.0/16, next-hop-address: 10.50.0.254, next-hop-interface: br0}
+`
+	if err := n.eng.Apply(ctx, mustParse(t, prev)); err != nil {
+		t.Fatal(err)
+	}
+	before, err := n.eng.Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	change := seed002 + `
+  - name: br0
+    state: absent
+routes:
+  config:
+  - {destination: 0.0.0.0/0, next-hop-address: 192.168.72.1, next-hop-interface: br1}
+dns-resolver:
+  config: {server: [192.168.72.53]}
+`
+	failing := Probe{Name: "api-server", Run: func(context.Context) error { return errors.New("unreachable") }}
+	err = n.eng.Apply(ctx, mustParse(t, change), failing)
+	var ae *ApplyError
+	if !errors.As(err, &ae) || ae.Stage != "probe api-server" || ae.RollbackErr != nil {
+		t.Fatalf("apply error = %v, want a rolled-back probe failure", err)
+	}
+	after, err := n.eng.Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(before, after) {
+		t.Fatalf("state after rollback differs:\nbefore %+v\nafter  %+v", before, after)
+	}
+	if _, err := n.H.LinkByName("br1"); err == nil {
+		t.Fatal("br1 left behind")
+	}
+	b, _ := os.ReadFile(n.eng.ResolvConf)
+	if string(b) != "nameserver 10.9.9.9\n" {
+		t.Fatalf("resolv.conf = %q", b)
+	}
+}
+
+func TestVerifyFailureRollsBack(t *testing.T) {
+	n := newNode(t)
+	n.eng.VerifyTimeout = 300e6
+	// macvlan on ens35 with a description: fine; then ask for a port that
+	// is a macvlan's parent — the apply itself fails on a missing port.
+	bad := `
+interfaces:
+- name: br9
+  type: linux-bridge
+  bridge: {port: [{name: nosuchnic}]}
+`
+	err := n.eng.Apply(context.Background(), mustParse(t, bad))
+	var ae *ApplyError
+	if !errors.As(err, &ae) || ae.Stage != "apply" || ae.RollbackErr != nil {
+		t.Fatalf("err = %v", err)
+	}
+	if _, err := n.H.LinkByName("br9"); err == nil {
+		t.Fatal("br9 left behind after failed apply")
+	}
+}
+
+func TestParseRejectsUnknownFields(t *testing.T) {
+	for _, y := range []string{
+		"interfaces:\n- name: br1\n  typo: x\n",
+		"interfaces:\n- name: br1\n  bridge: {options: {stp: {enabeld: true}}}\n",
+		"foo: 1\n",
+	} {
+		_, err := Parse([]byte(y))
+		if err == nil || !strings.Contains(err.Error(), "unknown field") {
+			t.Errorf("%q: err = %v, want unknown field", y, err)
+		}
+	}
+	for y, want := range map[string]string{
+		"interfaces:\n- name: br1\n  state: sideways\n":                                 "state",
+		"interfaces:\n- name: v1\n  type: vlan\n  vlan: {base-iface: e, id: 5000}\n":    "vlan",
+		"interfaces:\n- name: a\n  ipv4: {address: [{ip: '::1', prefix-length: 64}]}\n": "ipv4",
+		"routes: {config: [{destination: nope}]}\n":                                     "destination",
+	} {
+		_, err := Parse([]byte(y))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: err = %v, want mention of %s", y, err, want)
+		}
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(seed002))
+	f.Add([]byte("routes: {config: [{destination: 0.0.0.0/0, state: absent}]}"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		s, err := Parse(data)
+		if err == nil && s == nil {
+			t.Fatal("nil state without error")
+		}
+	})
+}

@@ -1,0 +1,225 @@
+package nmstate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// kernelRoutes are the routes rollback restores, with their links by name
+// because a recreated link gets a new index.
+type namedRoute struct {
+	route netlink.Route
+	link  string
+}
+
+func (e *Engine) kernelRoutes() ([]namedRoute, error) {
+	byIndex, err := e.linksByIndex()
+	if err != nil {
+		return nil, err
+	}
+	routes, err := e.NL.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return nil, fmt.Errorf("listing routes: %w", err)
+	}
+	var out []namedRoute
+	for _, r := range routes {
+		l, ok := byIndex[r.LinkIndex]
+		// Kernel-made routes (proto kernel, local table) come back with
+		// their addresses; pod routes are not the node's to restore.
+		if !ok || isPodVeth(l) || r.Table == unix.RT_TABLE_LOCAL || r.Protocol == unix.RTPROT_KERNEL || r.Type != unix.RTN_UNICAST {
+			continue
+		}
+		out = append(out, namedRoute{route: r, link: l.Attrs().Name})
+	}
+	return out, nil
+}
+
+func routeKey(r namedRoute) string {
+	return fmt.Sprintf("%d|%v|%v|%s|%d", r.route.Table, r.route.Dst, r.route.Gw, r.link, r.route.Priority)
+}
+
+// rollback restores the snapshot for everything the desired state touched:
+// interfaces it created are deleted, the ones it changed get their previous
+// attributes, ports, addresses back; routes, rules and the resolver file are
+// restored as they were.
+func (e *Engine) rollback(ctx context.Context, snap *snapshotState, desired *State) error {
+	before := map[string]Interface{}
+	for _, ifc := range snap.state.Interfaces {
+		before[ifc.Name] = ifc
+	}
+	var errs []error
+	for _, ifc := range desired.Interfaces {
+		if _, existed := before[ifc.Name]; !existed {
+			if l, err := e.NL.LinkByName(ifc.Name); err == nil {
+				errs = append(errs, e.NL.LinkDel(l))
+			}
+		}
+		if ifc.IPv4 != nil && ifc.IPv4.DHCP != nil && *ifc.IPv4.DHCP && e.DHCP != nil {
+			if b, ok := before[ifc.Name]; !ok || b.IPv4 == nil || !deref(b.IPv4.DHCP) {
+				errs = append(errs, e.DHCP.Release(ctx, ifc.Name))
+			}
+		}
+	}
+	restore := &State{}
+	for name := range touched(desired, before) {
+		if b, ok := before[name]; ok {
+			restore.Interfaces = append(restore.Interfaces, restoreSpec(b))
+		}
+	}
+	if err := e.apply(ctx, restore); err != nil {
+		errs = append(errs, err)
+	}
+	errs = append(errs, e.restoreRoutes(snap.routes), e.restoreRules(snap.state.RouteRules), e.restoreResolv(snap))
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	return e.Verify(ctx, restore)
+}
+
+// touched is every interface whose state the desired change may have
+// altered: those it names, their ports, and the ports' old controllers.
+func touched(d *State, before map[string]Interface) map[string]bool {
+	t := map[string]bool{}
+	for _, ifc := range d.Interfaces {
+		if ifc.State == StateIgnore {
+			continue
+		}
+		t[ifc.Name] = true
+		if ifc.Bridge != nil {
+			for _, p := range deref(ifc.Bridge.Port) {
+				t[p.Name] = true
+			}
+		}
+		if ifc.LinkAggregation != nil {
+			for _, p := range deref(ifc.LinkAggregation.Port) {
+				t[p] = true
+			}
+		}
+	}
+	for _, b := range before { // ports that were on a touched controller
+		if t[b.Controller] {
+			t[b.Name] = true
+		}
+	}
+	for name := range t { // and controllers a touched port was on
+		if c := before[name].Controller; c != "" {
+			t[c] = true
+		}
+	}
+	return t
+}
+
+// restoreSpec turns a snapshot entry into a desired entry that recreates
+// it exactly: attributes, full address lists and port lists.
+func restoreSpec(b Interface) Interface {
+	r := b
+	r.Controller = ""
+	if r.Description == nil {
+		empty := ""
+		r.Description = &empty
+	}
+	r.IPv4 = staticOnly(b.IPv4)
+	r.IPv6 = staticOnly(b.IPv6)
+	if r.Type == TypeEthernet || r.Type == TypeLoopback || r.Type == TypeUnknown {
+		r.Type = ""
+	}
+	return r
+}
+
+// staticOnly keeps the address list; dhcp and autoconf flags from current
+// state describe where addresses came from, not what to run.
+func staticOnly(c *IPConfig) *IPConfig {
+	if c == nil {
+		return nil
+	}
+	return &IPConfig{Address: c.Address}
+}
+
+func (e *Engine) restoreRoutes(want []namedRoute) error {
+	have, err := e.kernelRoutes()
+	if err != nil {
+		return err
+	}
+	wanted := map[string]bool{}
+	for _, r := range want {
+		wanted[routeKey(r)] = true
+	}
+	var errs []error
+	present := map[string]bool{}
+	for _, r := range have {
+		present[routeKey(r)] = true
+		if !wanted[routeKey(r)] {
+			rt := r.route
+			if err := e.NL.RouteDel(&rt); err != nil && !errors.Is(err, unix.ESRCH) {
+				errs = append(errs, fmt.Errorf("removing route %v: %w", rt.Dst, err))
+			}
+		}
+	}
+	for _, r := range want {
+		if present[routeKey(r)] {
+			continue
+		}
+		rt := r.route
+		l, err := e.NL.LinkByName(r.link)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("restoring route %v: %w", rt.Dst, err))
+			continue
+		}
+		rt.LinkIndex = l.Attrs().Index
+		if err := e.NL.RouteAdd(&rt); err != nil && !errors.Is(err, unix.EEXIST) {
+			errs = append(errs, fmt.Errorf("restoring route %v: %w", rt.Dst, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (e *Engine) restoreRules(want *RouteRules) error {
+	have, err := e.readRules()
+	if err != nil {
+		return err
+	}
+	key := func(r RouteRule) string {
+		return fmt.Sprintf("%s|%s|%d|%d|%s|%d", r.IPFrom, r.IPTo, deref(r.Priority), deref(r.RouteTable), r.IIF, deref(r.FwMark))
+	}
+	wanted, present := map[string]bool{}, map[string]bool{}
+	for _, r := range want.Config {
+		wanted[key(r)] = true
+	}
+	var errs []error
+	for _, r := range have.Config {
+		present[key(r)] = true
+		if !wanted[key(r)] {
+			if err := e.NL.RuleDel(kernelRule(r)); err != nil && !errors.Is(err, unix.ENOENT) {
+				errs = append(errs, fmt.Errorf("removing rule: %w", err))
+			}
+		}
+	}
+	for _, r := range want.Config {
+		if !present[key(r)] {
+			if err := e.NL.RuleAdd(kernelRule(r)); err != nil && !errors.Is(err, unix.EEXIST) {
+				errs = append(errs, fmt.Errorf("restoring rule: %w", err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (e *Engine) restoreResolv(snap *snapshotState) error {
+	if !snap.hadResolv {
+		err := os.Remove(e.resolvConf())
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		return err
+	}
+	cur, err := os.ReadFile(e.resolvConf())
+	if err == nil && string(cur) == string(snap.resolvConf) {
+		return nil
+	}
+	return writeFileAtomic(e.resolvConf(), snap.resolvConf)
+}

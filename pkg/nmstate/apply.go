@@ -39,11 +39,14 @@ func (e *ApplyError) Unwrap() error { return e.Err }
 
 // Apply makes the namespace match desired: it snapshots the current state,
 // applies the change through netlink, verifies the kernel matches, runs the
-// probes, and restores the snapshot if any step fails.
+// probes, and restores the snapshot if any step fails. Only probes that
+// pass before the change are run after it (as kubernetes-nmstate does): a
+// node without a reachable gateway must still be configurable.
 func (e *Engine) Apply(ctx context.Context, desired *State, probes ...Probe) error {
 	if err := desired.Validate(); err != nil {
 		return &ApplyError{Stage: "validate", Err: err}
 	}
+	probes = e.passingProbes(ctx, probes)
 	snap, err := e.snapshot()
 	if err != nil {
 		return err
@@ -404,4 +407,16 @@ func (e *Engine) setState(l netlink.Link, ifc *Interface) error {
 		}
 	}
 	return nil
+}
+
+func (e *Engine) passingProbes(ctx context.Context, probes []Probe) []Probe {
+	var ok []Probe
+	for _, p := range probes {
+		if err := p.Run(ctx); err != nil {
+			e.log().Info("probe skipped: it fails before the change", "probe", p.Name, "err", err)
+			continue
+		}
+		ok = append(ok, p)
+	}
+	return ok
 }

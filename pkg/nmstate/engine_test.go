@@ -190,7 +190,14 @@ routes:
 dns-resolver:
   config: {server: [192.168.72.53]}
 `
-	failing := Probe{Name: "api-server", Run: func(context.Context) error { return errors.New("unreachable") }}
+	// The probe passes before the change and fails after it, as a probe of
+	// an API server reached through br0 would.
+	failing := Probe{Name: "api-server", Run: func(context.Context) error {
+		if _, err := n.H.LinkByName("br0"); err != nil {
+			return errors.New("unreachable")
+		}
+		return nil
+	}}
 	err = n.eng.Apply(ctx, mustParse(t, change), failing)
 	var ae *ApplyError
 	if !errors.As(err, &ae) || ae.Stage != "probe api-server" || ae.RollbackErr != nil {
@@ -266,4 +273,54 @@ func FuzzParse(f *testing.F) {
 			t.Fatal("nil state without error")
 		}
 	})
+}
+
+func TestProbeFailingBeforeChangeIsSkipped(t *testing.T) {
+	n := newNode(t)
+	var calls int
+	broken := Probe{Name: "dns", Run: func(context.Context) error { calls++; return errors.New("no DNS") }}
+	if err := n.eng.Apply(context.Background(), mustParse(t, seed002), broken); err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	if calls != 1 {
+		t.Fatalf("probe ran %d times, want once (before the change only)", calls)
+	}
+}
+
+// A change that takes the address off the uplink cuts the node off its
+// gateway: the real ICMP probe fails and the node gets its uplink back.
+func TestGatewayProbeRollsBackCutOff(t *testing.T) {
+	n := newNode(t)
+	ctx := context.Background()
+	peer, _ := n.seg.H.LinkByName("peer0")
+	gw, _ := netlink.ParseAddr("10.70.0.1/24")
+	if err := n.seg.H.AddrAdd(peer, gw); err != nil {
+		t.Fatal(err)
+	}
+	up := `
+interfaces:
+- name: ens35
+  ipv4: {enabled: true, address: [{ip: 10.70.0.2, prefix-length: 24}]}
+routes:
+  config:
+  - {destination: 0.0.0.0/0, next-hop-address: 10.70.0.1, next-hop-interface: ens35}
+`
+	if err := n.eng.Apply(ctx, mustParse(t, up)); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := n.eng.Read()
+	probe := n.eng.GatewayProbe(2e9)
+	cut := "interfaces:\n- name: ens35\n  ipv4: {enabled: false}\n"
+	err := n.eng.Apply(ctx, mustParse(t, cut), probe)
+	var ae *ApplyError
+	if !errors.As(err, &ae) || ae.Stage != "probe default-gateway" || ae.RollbackErr != nil {
+		t.Fatalf("err = %v, want rolled-back gateway probe failure", err)
+	}
+	after, _ := n.eng.Read()
+	if !reflect.DeepEqual(before, after) {
+		t.Fatalf("not restored:\nbefore %+v\nafter  %+v", before, after)
+	}
+	if err := probe.Run(ctx); err != nil {
+		t.Fatalf("gateway unreachable after rollback: %v", err)
+	}
 }

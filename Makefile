@@ -16,7 +16,7 @@ all: build
 
 build:
 	@mkdir -p $(BIN)
-	$(GO) build -trimpath -o $(BIN)/knit-plugin ./cmd/knit-plugin
+	$(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/ ./cmd/...
 	@for p in $$($(BIN)/knit-plugin list); do ln -f $(BIN)/knit-plugin $(BIN)/$$p; done
 	@echo "built: $$(ls $(BIN) | tr '\n' ' ')"
 

@@ -60,6 +60,10 @@ func (n *NS) Path() string { return n.path }
 // Fd is the namespace's file descriptor, e.g. for netlink.NsFd.
 func (n *NS) Fd() int { return int(n.h) }
 
+// NsHandle is the namespace as vishvananda/netns knows it, for netlink
+// subscriptions.
+func (n *NS) NsHandle() netns.NsHandle { return n.h }
+
 // Close releases the namespace.
 func (n *NS) Close() error { return n.h.Close() }
 

@@ -42,6 +42,11 @@ bench: deps build
 	$(GO) build -o _output/cnibench ./hack/bench/cnibench
 	unshare --net --mount -- sh -c 'mount -t tmpfs none /run && mkdir -p /run/netns && _output/cnibench -knit $(BIN) -n $(BENCH_N)'
 
+# fuzz explores every parser's fuzz target and keeps the corpus in testdata/.
+FUZZTIME ?= 10s
+fuzz:
+	FUZZTIME=$(FUZZTIME) hack/fuzz.sh
+
 clean:
 	rm -rf $(BIN) _output
 

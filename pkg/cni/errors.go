@@ -17,6 +17,9 @@ const (
 	ErrRangeExhausted uint = 101
 	// ErrLinkExists: the requested interface name is taken in the namespace.
 	ErrLinkExists uint = 102
+	// ErrAddressInUse: a requested address is held by another attachment,
+	// or the attachment already holds an address in that range.
+	ErrAddressInUse uint = 103
 )
 
 // Error is a CNI error with a well-known code that still wraps its cause, so

@@ -105,7 +105,9 @@ func enactmentName(node, policy string) string { return node + "." + policy }
 func (a *Agent) ensureEnactment(ctx context.Context, p *api.NodeNetworkConfigurationPolicy) (*api.NodeNetworkConfigurationEnactment, error) {
 	var e api.NodeNetworkConfigurationEnactment
 	key := types.NamespacedName{Name: enactmentName(a.NodeName, p.Name)}
-	err := a.Client.Get(ctx, key, &e)
+	// Straight from the API server: an informer on enactments would be
+	// started (and waited for) on first use, and they are few.
+	err := a.APIReader.Get(ctx, key, &e)
 	if err == nil {
 		return &e, nil
 	}
@@ -159,22 +161,24 @@ func (a *Agent) enact(ctx context.Context, p *api.NodeNetworkConfigurationPolicy
 		return reconcile.Result{}, err
 	}
 	if !got {
+		a.log().Debug("waiting for a maxUnavailable slot", "policy", p.Name)
 		err := a.setEnactment(ctx, p, api.Pending, api.MaxUnavailableLimitReached,
 			"maximum number of nodes configuring this policy at once reached")
 		return reconcile.Result{RequeueAfter: a.retry()}, err
 	}
-	defer func() {
-		if err := a.releaseSlot(context.WithoutCancel(ctx), p.Name); err != nil {
-			a.log().Error("releasing maxUnavailable slot", "policy", p.Name, "err", err)
-		}
-	}()
 	if err := a.setEnactment(ctx, p, api.Progressing, api.ConfigurationProgressing, "applying desired state"); err != nil {
-		return reconcile.Result{}, err
+		return reconcile.Result{}, errors.Join(err, a.releaseSlot(context.WithoutCancel(ctx), p.Name))
 	}
 	start := a.now()
-	if err := a.Engine.Apply(ctx, desired, a.probes()...); err != nil {
-		a.log().Warn("policy failed", "policy", p.Name, "err", err)
-		return reconcile.Result{}, a.setEnactment(ctx, p, api.Failing, api.FailedToConfigure, err.Error())
+	applyErr := a.Engine.Apply(ctx, desired, a.probes()...)
+	// The slot goes back before the result is reported, so the policy is
+	// never Available while a node still counts as unavailable.
+	if err := a.releaseSlot(context.WithoutCancel(ctx), p.Name); err != nil {
+		a.log().Error("releasing maxUnavailable slot", "policy", p.Name, "err", err)
+	}
+	if applyErr != nil {
+		a.log().Warn("policy failed", "policy", p.Name, "err", applyErr)
+		return reconcile.Result{}, a.setEnactment(ctx, p, api.Failing, api.FailedToConfigure, applyErr.Error())
 	}
 	a.log().Info("policy enacted", "policy", p.Name, "took", a.now().Sub(start))
 	return reconcile.Result{}, a.setEnactment(ctx, p, api.Available, api.SuccessfullyConfigured, "successfully reconciled")

@@ -23,19 +23,28 @@ import (
 // when the kernel reports a link, address or route change (debounced) and
 // at least every Interval, and writes only when the state changed.
 type Reporter struct {
-	Client   client.Client
+	Client client.Client
+	// Reader reads the NodeNetworkState from the API server: the reporter
+	// is its only writer, so a cache of it would only lag.
+	Reader   client.Reader
 	NodeName string
 	Engine   *nmstate.Engine
 	Interval time.Duration // default 1 minute
 	Debounce time.Duration // default 500 ms
 	Log      *slog.Logger
 	Now      func() time.Time
+	// Synced, when set, is waited for before the first report, so a
+	// NodeNetworkState also says the node's agent is watching policies.
+	Synced func(context.Context) bool
 
 	last []byte
 }
 
 // Start runs until ctx ends (a controller-runtime Runnable).
 func (r *Reporter) Start(ctx context.Context) error {
+	if r.Synced != nil && !r.Synced(ctx) {
+		return nil // ctx ended first
+	}
 	events := make(chan struct{}, 1)
 	if err := r.subscribe(ctx, events); err != nil {
 		return err
@@ -115,15 +124,29 @@ func (r *Reporter) subscribe(ctx context.Context, events chan struct{}) error {
 		}
 	}
 	go func() {
-		for {
+		// A subscription that dies closes its channel; the periodic
+		// report still covers changes then.
+		for links != nil || addrs != nil || routes != nil {
+			var ok bool
 			select {
 			case <-ctx.Done():
 				return
-			case <-links:
-			case <-addrs:
-			case <-routes:
+			case _, ok = <-links:
+				if !ok {
+					links = nil
+				}
+			case _, ok = <-addrs:
+				if !ok {
+					addrs = nil
+				}
+			case _, ok = <-routes:
+				if !ok {
+					routes = nil
+				}
 			}
-			signal()
+			if ok {
+				signal()
+			}
 		}
 	}()
 	return nil
@@ -158,7 +181,7 @@ func (r *Reporter) now() time.Time {
 
 func (r *Reporter) write(ctx context.Context, state []byte) error {
 	var nns api.NodeNetworkState
-	err := r.Client.Get(ctx, types.NamespacedName{Name: r.NodeName}, &nns)
+	err := r.Reader.Get(ctx, types.NamespacedName{Name: r.NodeName}, &nns)
 	if apierrors.IsNotFound(err) {
 		nns, err = r.create(ctx)
 	}
@@ -185,6 +208,6 @@ func (r *Reporter) create(ctx context.Context) (api.NodeNetworkState, error) {
 	if err := r.Client.Create(ctx, &nns); err != nil && !apierrors.IsAlreadyExists(err) {
 		return nns, fmt.Errorf("creating NodeNetworkState %s: %w", r.NodeName, err)
 	}
-	err := r.Client.Get(ctx, types.NamespacedName{Name: r.NodeName}, &nns)
+	err := r.Reader.Get(ctx, types.NamespacedName{Name: r.NodeName}, &nns)
 	return nns, err
 }

@@ -12,6 +12,7 @@ import (
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -91,14 +92,19 @@ func Setup(mgr manager.Manager, o Options) error {
 		}
 		return reqs
 	})
+	// One agent per process in production; tests run several, so the
+	// process-wide controller name check is off.
+	skip := true
 	err := ctrl.NewControllerManagedBy(mgr).Named("nncp").
+		WithOptions(controller.Options{SkipNameValidation: &skip}).
 		For(&api.NodeNetworkConfigurationPolicy{}).
 		Watches(&corev1.Node{}, ownNode).
 		Complete(agent)
 	if err != nil {
 		return fmt.Errorf("policy controller: %w", err)
 	}
-	rep := &Reporter{Client: mgr.GetClient(), NodeName: o.NodeName, Engine: o.Engine, Log: o.Log}
+	rep := &Reporter{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), NodeName: o.NodeName, Engine: o.Engine, Log: o.Log,
+		Synced: mgr.GetCache().WaitForCacheSync}
 	if err := mgr.Add(rep); err != nil {
 		return err
 	}

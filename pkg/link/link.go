@@ -31,6 +31,12 @@ type VethOpts struct {
 	IfName string // container side
 	MTU    int
 	MAC    net.HardwareAddr // container side, optional
+	// HostMaster, when non-zero, is the ifindex of a master (a bridge) the
+	// host end joins right after the pair is created; if joining fails the
+	// pair is removed.
+	HostMaster int
+	// HostUp sets the host end up in the creating request.
+	HostUp bool
 }
 
 // ErrExists reports that the container already has the requested name.
@@ -51,8 +57,12 @@ func AddVeth(host *netlink.Handle, cont *netns.NS, contH *netlink.Handle, o Veth
 		if err != nil {
 			return nil, err
 		}
+		attrs := netlink.LinkAttrs{Name: name, MTU: o.MTU, MasterIndex: o.HostMaster}
+		if o.HostUp {
+			attrs.Flags = net.FlagUp
+		}
 		v := &netlink.Veth{
-			LinkAttrs:        netlink.LinkAttrs{Name: name, MTU: o.MTU},
+			LinkAttrs:        attrs,
 			PeerName:         o.IfName,
 			PeerNamespace:    netlink.NsFd(cont.Fd()),
 			PeerHardwareAddr: o.MAC,
@@ -68,6 +78,8 @@ func AddVeth(host *netlink.Handle, cont *netns.NS, contH *netlink.Handle, o Veth
 			continue // host name collision: pick another
 		}
 		if err != nil {
+			// With HostMaster the pair exists when joining the master fails.
+			_ = DelByName(host, name)
 			return nil, fmt.Errorf("creating veth %s/%s: %w", name, o.IfName, err)
 		}
 		l, err := host.LinkByName(name)

@@ -161,8 +161,11 @@ func (e *Engine) createMissing(d *State) error {
 					continue
 				}
 			}
-			if err := e.create(ifc); err != nil {
-				return fmt.Errorf("%s: %w", name, err)
+			// A veth's peer appears with it: skip what exists by now.
+			if _, err := e.NL.LinkByName(name); err != nil {
+				if err := e.create(ifc); err != nil {
+					return fmt.Errorf("%s: %w", name, err)
+				}
 			}
 			delete(pending, name)
 			progress = true

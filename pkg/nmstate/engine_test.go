@@ -324,3 +324,30 @@ routes:
 		t.Fatalf("gateway unreachable after rollback: %v", err)
 	}
 }
+
+// BenchmarkApplyVerify is one apply+verify of the seed's bridge policy on a
+// node (kubernetes-nmstate takes seconds to a minute for this, #1242),
+// alternating create and remove so every iteration changes the kernel.
+func BenchmarkApplyVerify(b *testing.B) {
+	testutil.RequireRoot(b)
+	n := &node{NS: testutil.NewNS(b), seg: testutil.NewNS(b)}
+	testutil.Veth(b, n.NS, "ens35", n.seg, "peer0")
+	n.eng = &Engine{NS: n.NS.NS, NL: n.H, ResolvConf: filepath.Join(b.TempDir(), "resolv.conf")}
+	up, err := Parse([]byte(seed002))
+	if err != nil {
+		b.Fatal(err)
+	}
+	down, _ := Parse([]byte("interfaces:\n- {name: br1, state: absent}\n"))
+	ctx := context.Background()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := n.eng.Apply(ctx, up); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		if err := n.eng.Apply(ctx, down); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+}

@@ -62,8 +62,14 @@ func (a *Agent) log() *slog.Logger {
 	return a.Log
 }
 
-// Reconcile handles one policy by name.
+// Reconcile handles one policy by name. A policy (or node) deleted while
+// it is being handled is not an error: its enactment goes with it.
 func (a *Agent) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	res, err := a.reconcile(ctx, req)
+	return res, client.IgnoreNotFound(err)
+}
+
+func (a *Agent) reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 	var policy api.NodeNetworkConfigurationPolicy
 	if err := a.Client.Get(ctx, req.NamespacedName, &policy); err != nil {
 		// A deleted policy's enactments go with it (owner reference).

@@ -43,7 +43,7 @@ type env struct {
 	cl client.Client
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	testutil.RequireRoot(t)
 	c := kube.Shared(t)
@@ -59,7 +59,7 @@ func newEnv(t *testing.T) *env {
 	return &env{c: c, cl: cl}
 }
 
-func installCRDs(t *testing.T, c *kube.Cluster) {
+func installCRDs(t testing.TB, c *kube.Cluster) {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join(testutil.RepoRoot(), "deploy/nmstate/crds.yaml"))
 	if err != nil {
@@ -105,7 +105,7 @@ type testNode struct {
 	eng  *nmstate.Engine
 }
 
-func (e *env) startNode(t *testing.T, name string, lbls map[string]string) *testNode {
+func (e *env) startNode(t testing.TB, name string, lbls map[string]string) *testNode {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: lbls}}
@@ -128,7 +128,7 @@ func (e *env) startNode(t *testing.T, name string, lbls map[string]string) *test
 	return n
 }
 
-func policy(t *testing.T, y string) *api.NodeNetworkConfigurationPolicy {
+func policy(t testing.TB, y string) *api.NodeNetworkConfigurationPolicy {
 	t.Helper()
 	var p api.NodeNetworkConfigurationPolicy
 	if err := yaml.Unmarshal([]byte(y), &p); err != nil {
@@ -138,7 +138,7 @@ func policy(t *testing.T, y string) *api.NodeNetworkConfigurationPolicy {
 }
 
 // waitPolicy polls until the policy's true condition is want.
-func (e *env) waitPolicy(t *testing.T, name string, want api.ConditionType, reason api.ConditionReason) *api.NodeNetworkConfigurationPolicy {
+func (e *env) waitPolicy(t testing.TB, name string, want api.ConditionType, reason api.ConditionReason) *api.NodeNetworkConfigurationPolicy {
 	t.Helper()
 	var p api.NodeNetworkConfigurationPolicy
 	var last string
@@ -230,7 +230,7 @@ func TestPolicyOnLabelledNodes(t *testing.T) {
 	}
 }
 
-func (e *env) waitNNS(t *testing.T, node string, wantBr1 bool) {
+func (e *env) waitNNS(t testing.TB, node string, wantBr1 bool) {
 	t.Helper()
 	err := wait.PollUntilContextTimeout(context.Background(), 20*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
 		var nns api.NodeNetworkState
@@ -316,4 +316,41 @@ func TestNoMatchingNode(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = e.cl.Delete(context.Background(), p) })
 	e.waitPolicy(t, p.Name, api.Available, api.NoMatchingNode)
+}
+
+// BenchmarkPolicyToAvailable measures creating the seed's br1 policy until
+// it is Available on 3 labelled nodes (maxUnavailable 50%: two at a time).
+// Between iterations br1 is removed again, untimed.
+func BenchmarkPolicyToAvailable(b *testing.B) {
+	e := newEnv(b)
+	var nodes []*testNode
+	for i := 1; i <= 3; i++ {
+		nodes = append(nodes, e.startNode(b, fmt.Sprintf("bn%d", i), map[string]string{"bench": "true"}))
+	}
+	for _, n := range nodes {
+		e.waitNNS(b, n.name, false)
+	}
+	ctx := context.Background()
+	absent, _ := nmstate.Parse([]byte("interfaces:\n- {name: br1, state: absent}\n"))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		p := policy(b, strings.Replace(seedPolicy, "external-network", "bench", 1))
+		p.Name = fmt.Sprintf("bench-%d", i)
+		start := time.Now()
+		if err := e.cl.Create(ctx, p); err != nil {
+			b.Fatal(err)
+		}
+		e.waitPolicy(b, p.Name, api.Available, api.SuccessfullyConfigured)
+		b.ReportMetric(float64(time.Since(start).Microseconds())/1000, "ms/policy")
+		b.StopTimer()
+		if err := e.cl.Delete(ctx, p); err != nil {
+			b.Fatal(err)
+		}
+		for _, n := range nodes {
+			if err := n.eng.Apply(ctx, absent); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.StartTimer()
+	}
 }

@@ -1,0 +1,48 @@
+package bridge_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/knit-cni/knit/pkg/cni"
+	"github.com/knit-cni/knit/pkg/testutil"
+)
+
+// BenchmarkExecAddDel measures one ADD plus one DEL of the exec'd plugin
+// with host-local, knit's against the reference's, forked from a thread
+// inside the scratch host (no wrapper processes in the measurement).
+//
+//	go test -run XXX -bench ExecAddDel ./plugins/bridge
+func BenchmarkExecAddDel(b *testing.B) {
+	testutil.RequireRoot(b)
+	dir := testutil.PluginDir(b)
+	for _, impl := range []struct{ name, bin, path string }{
+		{"knit", dir + "/bridge", dir},
+		{"reference", testutil.RequireRef(b, "bridge"), testutil.RefDir},
+	} {
+		for _, tc := range []struct{ name, opts, ranges string }{
+			{"gateway", `"isGateway":true`, `[{"subnet":"10.90.0.0/16"}]`},
+			{"masq", `"isDefaultGateway":true,"ipMasq":true`, `[{"subnet":"10.90.0.0/16"}]`},
+			{"dualstack", `"isDefaultGateway":true`, `[{"subnet":"10.90.0.0/16"}],[{"subnet":"fd90::/64"}]`},
+		} {
+			b.Run(impl.name+"/"+tc.name, func(b *testing.B) {
+				host, c := testutil.NewNS(b), testutil.NewNS(b)
+				cfg := conf("1.0.0", fmt.Sprintf(`"bridge":"kbr0",%s,"ipam":{"type":"host-local","dataDir":%q,"ranges":[%s]}`, tc.opts, b.TempDir(), tc.ranges))
+				req := &cni.Request{ContainerID: "c1", Netns: c.Path(), IfName: "eth0", Config: cfg, Path: []string{impl.path}}
+				for b.Loop() {
+					for _, cmd := range []cni.Command{cni.CmdAdd, cni.CmdDel} {
+						req.Command = cmd
+						err := host.Do(func() error {
+							_, err := testutil.Exec(context.Background(), impl.bin, req)
+							return err
+						})
+						if err != nil {
+							b.Fatalf("%s: %v", cmd, err)
+						}
+					}
+				}
+			})
+		}
+	}
+}

@@ -1,7 +1,8 @@
 // Command knit-plugin is the multi-call binary behind every knit CNI plugin:
 // `make build` links it into bin/ under each CNI type name (bridge,
 // macvlan, host-local, ...), and it serves the plugin named by argv[0].
-// Called as knit-plugin, `knit-plugin list` prints those names.
+// Called as knit-plugin, `knit-plugin list` prints those names. Called as
+// dhcp with the argument daemon, it runs the dhcp plugin's daemon.
 package main
 
 import (
@@ -12,6 +13,7 @@ import (
 
 	"github.com/knit-cni/knit/pkg/cni"
 	"github.com/knit-cni/knit/plugins/builtin"
+	"github.com/knit-cni/knit/plugins/dhcp"
 )
 
 func main() {
@@ -23,6 +25,9 @@ func main() {
 		}
 		fmt.Fprintln(os.Stderr, "usage: knit-plugin list\ninstall this binary under a CNI type name (see `make build`) to run that plugin")
 		os.Exit(2)
+	}
+	if filepath.Base(os.Args[0]) == "dhcp" && len(os.Args) > 1 && os.Args[1] == "daemon" {
+		os.Exit(dhcp.DaemonMain(os.Args[2:], os.Stderr))
 	}
 	cni.Main(reg)
 }

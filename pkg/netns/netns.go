@@ -70,7 +70,12 @@ func (n *NS) Close() error { return n.h.Close() }
 // Handle returns a netlink handle whose sockets live in the namespace, so
 // link, address and route calls act there from any thread.
 func (n *NS) Handle() (*netlink.Handle, error) {
-	h, err := netlink.NewHandleAt(n.h)
+	// Only rtnetlink: without families the library opens a socket per
+	// family it knows (route, xfrm, netfilter), switching the thread into
+	// the namespace for each. Requests on another family through this
+	// handle would go to a socket in the caller's namespace, so callers
+	// that need netfilter (conntrack) open their own handle.
+	h, err := netlink.NewHandleAt(n.h, unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, fmt.Errorf("netlink handle in %s: %w", n.path, err)
 	}

@@ -70,6 +70,9 @@ func run(ctx context.Context, knitDir, refDir string, iters, held int, only stri
 			return fmt.Errorf("%s: %w", sc.name, err)
 		}
 	}
+	if only == "" || strings.Contains("portmap", only) {
+		return runPortmap(ctx, impls, iters, []int{100, 400})
+	}
 	return nil
 }
 
@@ -135,16 +138,21 @@ func runScenario(ctx context.Context, sc scenario, impls []impl, work string, it
 			}
 		}
 	}
+	report(sc.name, impls, res)
+	return nil
+}
+
+// report prints each implementation's medians and knit/reference ratios.
+func report(name string, impls []impl, res map[string]*samples) {
 	k, r := res["knit"], res["reference"]
 	for _, im := range impls {
 		s := res[im.name]
-		fmt.Printf("%-28s %-10s %10s %10s %10s\n", sc.name, im.name, ms(median(s.add)), ms(median(s.del)),
+		fmt.Printf("%-28s %-10s %10s %10s %10s\n", name, im.name, ms(median(s.add)), ms(median(s.del)),
 			ms(median(s.add)+median(s.del)))
 	}
-	fmt.Printf("%-28s %-10s %10.2f %10.2f %10.2f\n", sc.name, "ratio",
+	fmt.Printf("%-28s %-10s %10.2f %10.2f %10.2f\n", name, "ratio",
 		ratio(median(k.add), median(r.add)), ratio(median(k.del), median(r.del)),
 		ratio(median(k.add)+median(k.del), median(r.add)+median(r.del)))
-	return nil
 }
 
 func netName(sc scenario) string {

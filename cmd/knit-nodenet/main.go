@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
 
+	"github.com/knit-cni/knit/pkg/dhcpclient"
 	"github.com/knit-cni/knit/pkg/netns"
 	"github.com/knit-cni/knit/pkg/nmstate"
 	"github.com/knit-cni/knit/pkg/nodenet"
@@ -40,6 +41,7 @@ func run(ctx context.Context, args []string) error {
 	resolv := fs.String("resolv-conf", "/etc/resolv.conf", "resolver file dns-resolver manages")
 	health := fs.String("health-addr", ":8081", "address serving /healthz and /readyz (0 disables)")
 	metrics := fs.String("metrics-addr", "0", "address serving Prometheus metrics (0 disables)")
+	dhcpTimeout := fs.Duration("dhcp-timeout", dhcpclient.DefaultTimeout, "time to get a DHCP lease for ipv4.dhcp: true before the apply fails")
 	debug := fs.Bool("debug", false, "debug logging")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -68,7 +70,11 @@ func run(ctx context.Context, args []string) error {
 	}
 	defer h.Close()
 	eng := &nmstate.Engine{NS: ns, NL: h, ResolvConf: *resolv, Log: log}
-	eng.DHCP = newDHCP(ns, h, log)
+	dctx, stopDHCP := context.WithCancel(ctx)
+	dhcp := newDHCP(dctx, ns, h, *nodeName, *dhcpTimeout, log)
+	// Renewals stop, and are waited for, before the handle closes.
+	defer func() { stopDHCP(); dhcp.Wait() }()
+	eng.DHCP = dhcp
 	log.Info("starting", "node", *nodeName)
 	return nodenet.Run(ctx, cfg, nodenet.Options{NodeName: *nodeName, Engine: eng,
 		HealthAddr: *health, MetricsAddr: *metrics, Log: log})

@@ -75,6 +75,10 @@ type snapshotState struct {
 	routes     []namedRoute
 	resolvConf []byte
 	hadResolv  bool
+	// dynamic holds, per interface on which the DHCP client holds a
+	// lease, its dynamic addresses ("ip/prefix"): the client's, not
+	// static ones.
+	dynamic map[string]map[string]bool
 }
 
 func (e *Engine) snapshot() (*snapshotState, error) {
@@ -86,12 +90,43 @@ func (e *Engine) snapshot() (*snapshotState, error) {
 	if err != nil {
 		return nil, fmt.Errorf("snapshot: %w", err)
 	}
+	dynamic, err := e.dynamicAddrs(s)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot: %w", err)
+	}
 	b, rerr := os.ReadFile(e.resolvConf())
-	return &snapshotState{state: s, routes: routes, resolvConf: b, hadResolv: rerr == nil}, nil
+	return &snapshotState{state: s, routes: routes, resolvConf: b, hadResolv: rerr == nil, dynamic: dynamic}, nil
+}
+
+// dynamicAddrs lists the IPv4 addresses with a finite lifetime of the
+// interfaces the DHCP client holds a lease on.
+func (e *Engine) dynamicAddrs(s *State) (map[string]map[string]bool, error) {
+	out := map[string]map[string]bool{}
+	for _, ifc := range s.Interfaces {
+		if !e.holdsLease(ifc.Name) {
+			continue
+		}
+		l, err := e.NL.LinkByName(ifc.Name)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", ifc.Name, err)
+		}
+		addrs, err := e.NL.AddrList(l, netlink.FAMILY_V4)
+		if err != nil {
+			return nil, fmt.Errorf("addresses of %s: %w", ifc.Name, err)
+		}
+		out[ifc.Name] = map[string]bool{}
+		for _, a := range addrs {
+			if isDynamic(a) {
+				ones, _ := a.Mask.Size()
+				out[ifc.Name][fmt.Sprintf("%s/%d", a.IP, ones)] = true
+			}
+		}
+	}
+	return out, nil
 }
 
 func (e *Engine) apply(ctx context.Context, d *State) error {
-	if err := e.removeAbsent(d); err != nil {
+	if err := e.removeAbsent(ctx, d); err != nil {
 		return err
 	}
 	if err := e.createMissing(d); err != nil {
@@ -115,7 +150,7 @@ func (e *Engine) apply(ctx context.Context, d *State) error {
 	return e.applyDNS(d.DNSResolver)
 }
 
-func (e *Engine) removeAbsent(d *State) error {
+func (e *Engine) removeAbsent(ctx context.Context, d *State) error {
 	for _, ifc := range d.Interfaces {
 		if ifc.State != StateAbsent {
 			continue
@@ -123,6 +158,10 @@ func (e *Engine) removeAbsent(d *State) error {
 		l, err := e.NL.LinkByName(ifc.Name)
 		if err != nil {
 			continue // already absent
+		}
+		// The RELEASE has to go out before the link does.
+		if err := e.releaseDHCP(ctx, ifc.Name); err != nil {
+			return fmt.Errorf("%s: %w", ifc.Name, err)
 		}
 		t := kindToType(l)
 		if t == TypeEthernet || t == TypeLoopback {
@@ -308,6 +347,13 @@ func (e *Engine) configure(ctx context.Context, ifc *Interface) error {
 	}
 	if err := e.setPorts(l, ifc); err != nil {
 		return err
+	}
+	if ifc.State == StateDown {
+		// Down deactivates the interface: its lease goes first, while
+		// the RELEASE can still be sent.
+		if err := e.releaseDHCP(ctx, ifc.Name); err != nil {
+			return err
+		}
 	}
 	if err := e.setState(l, ifc); err != nil {
 		return err

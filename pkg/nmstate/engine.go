@@ -28,13 +28,25 @@ type Engine struct {
 	Log           *slog.Logger
 }
 
-// DHCPClient runs DHCPv4 on a node interface.
+// DHCPClient runs DHCPv4 on a node interface. A client that also has a
+// Holds(ifName string) bool method tells rollback which interfaces hold
+// its leases: those get their lease back (or keep it) on rollback, other
+// dynamic addresses (another DHCP client's) are left as they are.
 type DHCPClient interface {
 	// Acquire obtains a lease on ifName and configures the address (with
 	// its lease lifetime) and, when routes is true, the default route.
 	Acquire(ctx context.Context, ifName string, routes bool) (net.IPNet, error)
 	// Release gives the lease on ifName back and removes its address.
 	Release(ctx context.Context, ifName string) error
+}
+
+// leaseHolder is the optional part of DHCPClient.
+type leaseHolder interface{ Holds(ifName string) bool }
+
+// holdsLease reports whether the DHCP client holds a lease on ifName.
+func (e *Engine) holdsLease(ifName string) bool {
+	h, ok := e.DHCP.(leaseHolder)
+	return ok && h.Holds(ifName)
 }
 
 func (e *Engine) resolvConf() string {

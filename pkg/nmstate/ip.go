@@ -14,19 +14,31 @@ import (
 
 // setIP applies ipv4 or ipv6: enabled: false removes every address, an
 // address list replaces the static addresses, dhcp runs the DHCP client.
+// dhcp: false releases the lease before the static list is applied, so a
+// leased address the list names comes back as a static one.
 func (e *Engine) setIP(ctx context.Context, l netlink.Link, c *IPConfig, family int) error {
 	if c == nil {
 		return nil
 	}
 	name := l.Attrs().Name
+	dhcp := family == netlink.FAMILY_V4 && c.DHCP != nil
 	if c.Enabled != nil && !*c.Enabled {
-		if family == netlink.FAMILY_V4 && e.DHCP != nil {
-			_ = e.DHCP.Release(ctx, name) // no lease is fine
+		if family == netlink.FAMILY_V4 {
+			if err := e.releaseDHCP(ctx, name); err != nil {
+				return err
+			}
 		}
-		return e.replaceAddrs(l, family, nil)
+		return e.replaceAddrs(l, family, nil, false)
+	}
+	if dhcp && !*c.DHCP {
+		if err := e.releaseDHCP(ctx, name); err != nil {
+			return err
+		}
 	}
 	if c.Address != nil {
-		if err := e.replaceAddrs(l, family, *c.Address); err != nil {
+		// With dhcp: true the lease's address is the DHCP client's, not
+		// part of the static list.
+		if err := e.replaceAddrs(l, family, *c.Address, dhcp && *c.DHCP); err != nil {
 			return err
 		}
 	}
@@ -35,21 +47,27 @@ func (e *Engine) setIP(ctx context.Context, l netlink.Link, c *IPConfig, family 
 			return err
 		}
 	}
-	if family == netlink.FAMILY_V4 && c.DHCP != nil {
-		return e.setDHCP(ctx, name, c)
+	if dhcp && *c.DHCP {
+		return e.acquireDHCP(ctx, name, c)
 	}
 	return nil
 }
 
-func (e *Engine) setDHCP(ctx context.Context, name string, c *IPConfig) error {
+// releaseDHCP gives ifName's lease back, if there is a client; no lease
+// is fine.
+func (e *Engine) releaseDHCP(ctx context.Context, name string) error {
 	if e.DHCP == nil {
-		if *c.DHCP {
-			return errors.New("dhcp: no DHCP client configured on this node")
-		}
 		return nil
 	}
-	if !*c.DHCP {
-		return e.DHCP.Release(ctx, name)
+	if err := e.DHCP.Release(ctx, name); err != nil {
+		return fmt.Errorf("dhcp release: %w", err)
+	}
+	return nil
+}
+
+func (e *Engine) acquireDHCP(ctx context.Context, name string, c *IPConfig) error {
+	if e.DHCP == nil {
+		return errors.New("dhcp: no DHCP client configured on this node")
 	}
 	routes := c.AutoRoutes == nil || *c.AutoRoutes
 	if _, err := e.DHCP.Acquire(ctx, name, routes); err != nil {
@@ -59,16 +77,25 @@ func (e *Engine) setDHCP(ctx context.Context, name string, c *IPConfig) error {
 }
 
 // replaceAddrs makes the link's non-link-local addresses of a family
-// exactly want (lists are replaced, per nmstate).
-func (e *Engine) replaceAddrs(l netlink.Link, family int, want []Address) error {
+// exactly want (lists are replaced, per nmstate), leaving addresses with a
+// finite lifetime alone when keepDynamic. Addresses already there are not
+// re-added: that would make a DHCP address permanent.
+func (e *Engine) replaceAddrs(l netlink.Link, family int, want []Address, keepDynamic bool) error {
 	have, err := e.NL.AddrList(l, family)
 	if err != nil {
 		return fmt.Errorf("listing addresses: %w", err)
+	}
+	present := map[string]bool{}
+	for _, a := range have {
+		present[a.IPNet.String()] = true
 	}
 	wanted := map[string]bool{}
 	for _, a := range want {
 		ipn := &net.IPNet{IP: net.ParseIP(a.IP), Mask: net.CIDRMask(a.PrefixLength, bits(family))}
 		wanted[ipn.String()] = true
+		if present[ipn.String()] {
+			continue
+		}
 		addr := &netlink.Addr{IPNet: ipn}
 		if family == netlink.FAMILY_V6 {
 			addr.Flags = unix.IFA_F_NODAD // a node address is configured, not probed
@@ -78,7 +105,7 @@ func (e *Engine) replaceAddrs(l netlink.Link, family int, want []Address) error 
 		}
 	}
 	for _, a := range have {
-		if a.IP.IsLinkLocalUnicast() || wanted[a.IPNet.String()] {
+		if a.IP.IsLinkLocalUnicast() || wanted[a.IPNet.String()] || keepDynamic && isDynamic(a) {
 			continue
 		}
 		if err := e.NL.AddrDel(l, &a); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
@@ -86,6 +113,12 @@ func (e *Engine) replaceAddrs(l netlink.Link, family int, want []Address) error 
 		}
 	}
 	return nil
+}
+
+// isDynamic reports an address with a finite lifetime: DHCP's or
+// autoconf's.
+func isDynamic(a netlink.Addr) bool {
+	return a.ValidLft > 0 && a.ValidLft != infinityLifetime
 }
 
 func bits(family int) int {

@@ -163,7 +163,7 @@ func (e *Engine) readIP(l netlink.Link, family int) (*IPConfig, error) {
 		}
 		ones, _ := a.Mask.Size()
 		list = append(list, Address{IP: a.IP.String(), PrefixLength: ones})
-		dynamic = dynamic || a.ValidLft > 0 && a.ValidLft != infinityLifetime
+		dynamic = dynamic || isDynamic(a)
 	}
 	enabled := len(list) > 0 || dynamic
 	if family == netlink.FAMILY_V6 {

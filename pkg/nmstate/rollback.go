@@ -54,21 +54,21 @@ func (e *Engine) rollback(ctx context.Context, snap *snapshotState, desired *Sta
 	}
 	var errs []error
 	for _, ifc := range desired.Interfaces {
+		// Leases the change took go back first: the RELEASE goes out on
+		// the interface, which may be deleted next.
+		if ifc.IPv4 != nil && deref(ifc.IPv4.DHCP) && e.tookLease(snap, ifc.Name) {
+			errs = append(errs, e.releaseDHCP(ctx, ifc.Name))
+		}
 		if _, existed := before[ifc.Name]; !existed {
 			if l, err := e.NL.LinkByName(ifc.Name); err == nil {
 				errs = append(errs, e.NL.LinkDel(l))
-			}
-		}
-		if ifc.IPv4 != nil && ifc.IPv4.DHCP != nil && *ifc.IPv4.DHCP && e.DHCP != nil {
-			if b, ok := before[ifc.Name]; !ok || b.IPv4 == nil || !deref(b.IPv4.DHCP) {
-				errs = append(errs, e.DHCP.Release(ctx, ifc.Name))
 			}
 		}
 	}
 	restore := &State{}
 	for name := range touched(desired, before) {
 		if b, ok := before[name]; ok {
-			restore.Interfaces = append(restore.Interfaces, restoreSpec(b))
+			restore.Interfaces = append(restore.Interfaces, restoreSpec(b, snap))
 		}
 	}
 	if err := e.apply(ctx, restore); err != nil {
@@ -79,6 +79,17 @@ func (e *Engine) rollback(ctx context.Context, snap *snapshotState, desired *Sta
 		return err
 	}
 	return e.Verify(ctx, restore)
+}
+
+// tookLease reports whether the change took a lease on ifName: the
+// client holds one now and did not before (a client that cannot say is
+// assumed to).
+func (e *Engine) tookLease(snap *snapshotState, ifName string) bool {
+	if _, held := snap.dynamic[ifName]; held {
+		return false
+	}
+	h, ok := e.DHCP.(leaseHolder)
+	return !ok || h.Holds(ifName)
 }
 
 // touched is every interface whose state the desired change may have
@@ -115,8 +126,9 @@ func touched(d *State, before map[string]Interface) map[string]bool {
 }
 
 // restoreSpec turns a snapshot entry into a desired entry that recreates
-// it exactly: attributes, full address lists and port lists.
-func restoreSpec(b Interface) Interface {
+// it exactly: attributes, full address lists and port lists, and the DHCP
+// lease (kept if the change left it, acquired again if it released it).
+func restoreSpec(b Interface, snap *snapshotState) Interface {
 	r := b
 	r.Controller = ""
 	if r.Description == nil {
@@ -124,6 +136,9 @@ func restoreSpec(b Interface) Interface {
 		r.Description = &empty
 	}
 	r.IPv4 = staticOnly(b.IPv4)
+	if _, held := snap.dynamic[b.Name]; held {
+		r.IPv4 = restoreDHCP(b, snap)
+	}
 	r.IPv6 = staticOnly(b.IPv6)
 	if r.Type == TypeEthernet || r.Type == TypeLoopback || r.Type == TypeUnknown {
 		r.Type = ""
@@ -138,6 +153,24 @@ func staticOnly(c *IPConfig) *IPConfig {
 		return nil
 	}
 	return &IPConfig{Address: c.Address}
+}
+
+// restoreDHCP is ipv4 of an interface that had a lease of the DHCP
+// client: dhcp with the routes it had, and its static addresses only.
+func restoreDHCP(b Interface, snap *snapshotState) *IPConfig {
+	dyn := snap.dynamic[b.Name]
+	static := []Address{}
+	for _, a := range deref(b.IPv4.Address) {
+		if !dyn[fmt.Sprintf("%s/%d", a.IP, a.PrefixLength)] {
+			static = append(static, a)
+		}
+	}
+	routes := false
+	for _, r := range snap.routes {
+		routes = routes || r.link == b.Name && r.route.Protocol == unix.RTPROT_DHCP
+	}
+	on := true
+	return &IPConfig{DHCP: &on, Address: &static, AutoRoutes: &routes}
 }
 
 func (e *Engine) restoreRoutes(want []namedRoute) error {

@@ -17,6 +17,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/knit-cni/knit/pkg/cni"
+	"github.com/knit-cni/knit/pkg/dhcpclient"
 )
 
 // Daemon holds the leases of every attachment on the node and keeps them
@@ -183,18 +184,17 @@ func (d *Daemon) allocate(args *skel.CmdArgs) (*current.Result, error) {
 		d.stop(l) // the same attachment in a new namespace: start over
 		d.drop(l)
 	}
-	l := &lease{id: r.id, network: r.conf.Name, containerID: args.ContainerID, ifName: args.IfName,
-		netns: r.netns, opts: r.opts, broadcast: d.broadcast, log: d.log}
+	l := newLease(r.id, r.conf.Name, args.ContainerID, args.IfName, r.netns, r.opts, d.broadcast, d.log, nil)
 	d.mu.Lock()
 	d.leases[r.id] = l
 	d.mu.Unlock()
 	ctx, cancel := context.WithTimeout(d.ctx, timeout)
 	defer cancel()
-	if err := l.acquire(ctx, nil); err != nil {
+	if err := l.acquire(ctx); err != nil {
 		d.drop(l)
 		return nil, err
 	}
-	d.log.Info("lease acquired", "client", l.id, "ip", l.address(), "expires", l.times().expire)
+	d.log.Info("lease acquired", "client", l.id, "ip", l.Address(), "expires", l.Times().Expire)
 	if err := d.save(l); err != nil {
 		d.log.Warn("saving lease", "client", l.id, "err", err)
 	}
@@ -258,8 +258,8 @@ func (d *Daemon) release(args *skel.CmdArgs) error {
 	}
 	d.stop(l)
 	d.drop(l)
-	switch err := l.release(); {
-	case errors.Is(err, errGone):
+	switch err := l.Release(); {
+	case errors.Is(err, dhcpclient.ErrGone):
 		// The main plugin deleted the link before calling IPAM DEL: the
 		// server frees the address when the lease expires.
 		d.log.Warn("interface gone before DHCPRELEASE could be sent", "client", l.id, "err", err)
@@ -281,13 +281,11 @@ func (d *Daemon) check(args *skel.CmdArgs) error {
 	if l == nil {
 		return fmt.Errorf("the dhcp daemon holds no lease for %s", r.id)
 	}
-	l.mu.Lock()
-	expired, ns := l.expired || l.cur == nil, l.netns
-	l.mu.Unlock()
-	if expired {
+	ns := l.netns
+	if !l.Bound() {
 		return fmt.Errorf("the lease of %s has expired", r.id)
 	}
-	ip := l.address()
+	ip := l.Address()
 	if ns != r.netns {
 		return fmt.Errorf("the lease of %s is for netns %s, not %s", r.id, ns, r.netns)
 	}
@@ -331,7 +329,7 @@ func (d *Daemon) gc(a *GCArgs) error {
 		}
 		d.stop(l)
 		d.drop(l)
-		_ = l.release() // the namespace is usually gone already
+		_ = l.Release() // the namespace is usually gone already
 		unlock()
 		d.log.Info("lease collected", "client", l.id)
 	}

@@ -13,7 +13,8 @@ import (
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
-	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
+
+	"github.com/knit-cni/knit/pkg/dhcpclient"
 )
 
 // savedLease is a lease on disk, so a restarted daemon keeps renewing the
@@ -50,10 +51,12 @@ func (d *Daemon) save(l *lease) error {
 	if d.stateDir == "" {
 		return nil
 	}
-	l.mu.Lock()
+	cur, ok := l.Save()
+	if !ok {
+		return nil
+	}
 	s := savedLease{ID: l.id, Network: l.network, ContainerID: l.containerID, IfName: l.ifName, Netns: l.netns,
-		Offer: l.cur.Offer.ToBytes(), ACK: l.cur.ACK.ToBytes(), RenewAt: l.renewAt, RebindAt: l.rebindAt, ExpireAt: l.expireAt}
-	l.mu.Unlock()
+		Offer: cur.Offer.ToBytes(), ACK: cur.ACK.ToBytes(), RenewAt: cur.Renew, RebindAt: cur.Rebind, ExpireAt: cur.Expire}
 	for _, c := range l.opts.request {
 		s.Request = append(s.Request, c.Code())
 	}
@@ -116,7 +119,7 @@ func (d *Daemon) Restore() (int, error) {
 		d.leases[l.id] = l
 		d.mu.Unlock()
 		d.start(l)
-		d.log.Info("lease restored", "client", l.id, "ip", l.address(), "expires", l.times().expire)
+		d.log.Info("lease restored", "client", l.id, "ip", l.Address(), "expires", l.Times().Expire)
 		n++
 	}
 	return n, nil
@@ -150,9 +153,8 @@ func (d *Daemon) load(path string) (*lease, error) {
 	for _, o := range s.Provide {
 		opts.provide = append(opts.provide, dhcpv4.OptGeneric(dhcpv4.GenericOptionCode(o.Code), o.Value))
 	}
-	l := &lease{id: s.ID, network: s.Network, containerID: s.ContainerID, ifName: s.IfName, netns: s.Netns,
-		opts: opts, broadcast: d.broadcast, log: d.log,
-		cur: &nclient4.Lease{Offer: offer, ACK: ack}, renewAt: s.RenewAt, rebindAt: s.RebindAt, expireAt: s.ExpireAt}
+	saved := &dhcpclient.Saved{Offer: offer, ACK: ack, Times: dhcpclient.Times{Renew: s.RenewAt, Rebind: s.RebindAt, Expire: s.ExpireAt}}
+	l := newLease(s.ID, s.Network, s.ContainerID, s.IfName, s.Netns, opts, d.broadcast, d.log, saved)
 	if err := l.exists(); err != nil {
 		return nil, err
 	}

@@ -79,6 +79,9 @@ type snapshotState struct {
 	// lease, its dynamic addresses ("ip/prefix"): the client's, not
 	// static ones.
 	dynamic map[string]map[string]bool
+	// broadcast is each IPv4 address's broadcast ("" for none), which the
+	// nmstate model does not carry but an exact restore must.
+	broadcast map[string]string
 }
 
 func (e *Engine) snapshot() (*snapshotState, error) {
@@ -94,8 +97,13 @@ func (e *Engine) snapshot() (*snapshotState, error) {
 	if err != nil {
 		return nil, fmt.Errorf("snapshot: %w", err)
 	}
+	bcast, err := e.broadcasts()
+	if err != nil {
+		return nil, fmt.Errorf("snapshot: %w", err)
+	}
 	b, rerr := os.ReadFile(e.resolvConf())
-	return &snapshotState{state: s, routes: routes, resolvConf: b, hadResolv: rerr == nil, dynamic: dynamic}, nil
+	return &snapshotState{state: s, routes: routes, resolvConf: b, hadResolv: rerr == nil, dynamic: dynamic,
+		broadcast: bcast}, nil
 }
 
 // dynamicAddrs lists the IPv4 addresses with a finite lifetime of the

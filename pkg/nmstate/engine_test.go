@@ -3,6 +3,7 @@ package nmstate
 import (
 	"context"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -297,10 +298,16 @@ func TestGatewayProbeRollsBackCutOff(t *testing.T) {
 	if err := n.seg.H.AddrAdd(peer, gw); err != nil {
 		t.Fatal(err)
 	}
+	// The address is added as iproute2 adds it: without a broadcast, which
+	// the restore must reproduce exactly.
+	ens35, _ := n.H.LinkByName("ens35")
+	own, _ := netlink.ParseAddr("10.70.0.2/24")
+	own.Broadcast = net.IPv4zero
+	if err := n.H.AddrAdd(ens35, own); err != nil {
+		t.Fatal(err)
+	}
+	rawBefore, _ := n.H.AddrList(ens35, netlink.FAMILY_V4)
 	up := `
-interfaces:
-- name: ens35
-  ipv4: {enabled: true, address: [{ip: 10.70.0.2, prefix-length: 24}]}
 routes:
   config:
   - {destination: 0.0.0.0/0, next-hop-address: 10.70.0.1, next-hop-interface: ens35}
@@ -322,6 +329,10 @@ routes:
 	}
 	if err := probe.Run(ctx); err != nil {
 		t.Fatalf("gateway unreachable after rollback: %v", err)
+	}
+	rawAfter, _ := n.H.AddrList(ens35, netlink.FAMILY_V4)
+	if len(rawAfter) != 1 || ipString(rawAfter[0].Broadcast) != ipString(rawBefore[0].Broadcast) {
+		t.Fatalf("address not restored exactly: before %+v (brd %v) after %+v (brd %v)", rawBefore, rawBefore[0].Broadcast, rawAfter, rawAfter[0].Broadcast)
 	}
 }
 

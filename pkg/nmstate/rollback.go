@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
+	"strings"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -74,7 +76,7 @@ func (e *Engine) rollback(ctx context.Context, snap *snapshotState, desired *Sta
 	if err := e.apply(ctx, restore); err != nil {
 		errs = append(errs, err)
 	}
-	errs = append(errs, e.restoreRoutes(snap.routes), e.restoreRules(snap.state.RouteRules), e.restoreResolv(snap))
+	errs = append(errs, e.restoreBroadcasts(snap.broadcast), e.restoreRoutes(snap.routes), e.restoreRules(snap.state.RouteRules), e.restoreResolv(snap))
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
@@ -255,4 +257,75 @@ func (e *Engine) restoreResolv(snap *snapshotState) error {
 		return nil
 	}
 	return writeFileAtomic(e.resolvConf(), snap.resolvConf)
+}
+
+// addrKey names an IPv4 address on a link: "eth0 10.0.0.1/24".
+func addrKey(link string, a netlink.Addr) string { return link + " " + a.IPNet.String() }
+
+// broadcasts records every IPv4 address's broadcast address.
+func (e *Engine) broadcasts() (map[string]string, error) {
+	addrs, err := e.NL.AddrList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return nil, fmt.Errorf("listing addresses: %w", err)
+	}
+	byIndex, err := e.linksByIndex()
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for _, a := range addrs {
+		l, ok := byIndex[a.LinkIndex]
+		if !ok {
+			continue
+		}
+		out[addrKey(l.Attrs().Name, a)] = ipString(a.Broadcast)
+	}
+	return out, nil
+}
+
+func ipString(ip net.IP) string {
+	if ip == nil || ip.IsUnspecified() {
+		return ""
+	}
+	return ip.String()
+}
+
+// restoreBroadcasts puts back the broadcast addresses the restore's
+// re-added addresses lost: netlink fills one in when none is given, while
+// the address may have had none (iproute2 adds none unless asked).
+func (e *Engine) restoreBroadcasts(want map[string]string) error {
+	have, err := e.broadcasts()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for key, b := range have {
+		w, ok := want[key]
+		if !ok || w == b {
+			continue
+		}
+		link, cidr, _ := strings.Cut(key, " ")
+		l, err := e.NL.LinkByName(link)
+		if err != nil {
+			continue
+		}
+		addr, err := netlink.ParseAddr(cidr)
+		if err != nil {
+			continue
+		}
+		// Replace does not change a broadcast; delete and add does.
+		if err := e.NL.AddrDel(l, addr); err != nil {
+			errs = append(errs, fmt.Errorf("restoring %s: %w", key, err))
+			continue
+		}
+		// Set after the delete: the library rewrites the field it is given.
+		addr.Broadcast = net.IPv4zero // no broadcast
+		if w != "" {
+			addr.Broadcast = net.ParseIP(w)
+		}
+		if err := e.NL.AddrAdd(l, addr); err != nil {
+			errs = append(errs, fmt.Errorf("restoring %s: %w", key, err))
+		}
+	}
+	return errors.Join(errs...)
 }

@@ -231,6 +231,9 @@ func AddAddr(t testing.TB, ns *testutil.NS, name, cidr string) {
 type FakeIPAM struct {
 	Result *current.Result
 	AddErr error
+	// OnDel, when set, runs in DEL, whose error it becomes: a test's look
+	// at the kernel at the moment IPAM DEL runs.
+	OnDel func(req *cni.Request) error
 
 	mu                      sync.Mutex
 	adds, dels, checks, gcs int
@@ -258,11 +261,14 @@ func (f *FakeIPAM) Add(ctx context.Context, req *cni.Request) (types.Result, err
 	return version.NewResult(current.ImplementedSpecVersion, raw)
 }
 
-// Del counts.
+// Del counts, then runs OnDel.
 func (f *FakeIPAM) Del(ctx context.Context, req *cni.Request) error {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	f.dels++
+	f.mu.Unlock()
+	if f.OnDel != nil {
+		return f.OnDel(req)
+	}
 	return nil
 }
 

@@ -19,13 +19,19 @@ import (
 // every CNI type name) and serves one CNI call with skel, which validates the
 // environment and the config's version the way the spec requires.
 func Main(reg Registry) {
+	MainContext(context.Background(), reg)
+}
+
+// MainContext is Main with a base context for the call, carrying values
+// the binary's main sets up (see link.WithHelperProcess).
+func MainContext(ctx context.Context, reg Registry) {
 	name := filepath.Base(os.Args[0])
 	p, ok := reg.Lookup(name)
 	if !ok {
 		fmt.Fprintf(os.Stderr, "knit: no plugin named %q; known: %s\n", name, strings.Join(reg.Names(), " "))
 		os.Exit(1)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	about := fmt.Sprintf("knit %s plugin", name)
 	if e := skel.PluginMainFuncsWithError(funcs(ctx, reg, p), VersionInfo(), about); e != nil {

@@ -19,24 +19,25 @@ type Teardown struct {
 	Remove func(ctx context.Context, cont *netns.Target) error
 }
 
-// Run removes the link when the namespace still exists, then releases the
-// IPAM allocation. The allocation is released also when there is no
-// namespace any more (no CNI_NETNS, or the path is gone): the reference
-// host-device leaks it then (containernetworking/plugins#1196). It is kept
-// only when the link could not be removed and so still carries the address;
-// the runtime retries DEL.
+// Run releases the IPAM allocation, then removes the link when the
+// namespace still exists; both steps run even if the other failed.
+//
+// IPAM DEL comes first, while the link exists, as in the reference
+// plugins: the dhcp IPAM sends its DHCPRELEASE through it. The allocation
+// is released also when there is no namespace any more (no CNI_NETNS, or the
+// path is gone): the reference host-device leaks it then
+// (containernetworking/plugins#1196). The default removal returns as soon as
+// the kernel has taken the link out of the namespace (link.Remove).
 func (d *Teardown) Run(ctx context.Context) error {
 	ipamType, err := d.Conf.IPAMType()
 	if err != nil {
 		return err
 	}
-	if err := d.removeLink(ctx); err != nil {
-		return err
+	var errs []error
+	if ipamType != "" {
+		errs = append(errs, ipam.Del(ctx, d.Req, ipamType))
 	}
-	if ipamType == "" {
-		return nil
-	}
-	return ipam.Del(ctx, d.Req, ipamType)
+	return errors.Join(append(errs, d.removeLink(ctx))...)
 }
 
 func (d *Teardown) removeLink(ctx context.Context) error {
@@ -54,7 +55,7 @@ func (d *Teardown) removeLink(ctx context.Context) error {
 	if d.Remove != nil {
 		return d.Remove(ctx, cont)
 	}
-	return link.DelByName(cont.NL, d.Req.IfName)
+	return link.Remove(ctx, cont, d.Req.IfName)
 }
 
 // GC forwards GC to the config's IPAM plugin, which holds the only state

@@ -49,29 +49,15 @@ func ErrExists(ifName string) error {
 // returns the host end. The pair is removed again if anything after the
 // create fails.
 func AddVeth(host *netlink.Handle, cont *netns.NS, contH *netlink.Handle, o VethOpts) (*netlink.Veth, error) {
-	if _, err := contH.LinkByName(o.IfName); err == nil {
-		return nil, ErrExists(o.IfName)
-	}
 	for range 5 {
 		name, err := RandomName("veth")
 		if err != nil {
 			return nil, err
 		}
-		attrs := netlink.LinkAttrs{Name: name, MTU: o.MTU, MasterIndex: o.HostMaster}
-		if o.HostUp {
-			attrs.Flags = net.FlagUp
-		}
-		v := &netlink.Veth{
-			LinkAttrs:        attrs,
-			PeerName:         o.IfName,
-			PeerNamespace:    netlink.NsFd(cont.Fd()),
-			PeerHardwareAddr: o.MAC,
-		}
-		if o.MTU > 0 {
-			v.PeerMTU = uint32(o.MTU)
-		}
-		err = host.LinkAdd(v)
+		err = host.LinkAdd(vethRequest(name, o, cont))
 		if errors.Is(err, unix.EEXIST) {
+			// One end's name is taken. Looking only now saves every ADD
+			// a round trip.
 			if _, cerr := contH.LinkByName(o.IfName); cerr == nil {
 				return nil, ErrExists(o.IfName)
 			}
@@ -82,19 +68,46 @@ func AddVeth(host *netlink.Handle, cont *netns.NS, contH *netlink.Handle, o Veth
 			_ = DelByName(host, name)
 			return nil, fmt.Errorf("creating veth %s/%s: %w", name, o.IfName, err)
 		}
-		l, err := host.LinkByName(name)
+		hv, err := hostEnd(host, name)
 		if err != nil {
-			_ = host.LinkDel(v)
-			return nil, fmt.Errorf("looking up new veth %s: %w", name, err)
-		}
-		hv, ok := l.(*netlink.Veth)
-		if !ok {
-			_ = host.LinkDel(l)
-			return nil, fmt.Errorf("%s is not a veth", name)
+			_ = DelByName(host, name) // takes the container end with it
+			return nil, err
 		}
 		return hv, nil
 	}
 	return nil, fmt.Errorf("could not find a free host veth name")
+}
+
+// vethRequest is the pair to create. The library sets the master (after
+// looking the new link up by name, which it does anyway).
+func vethRequest(name string, o VethOpts, cont *netns.NS) *netlink.Veth {
+	attrs := netlink.LinkAttrs{Name: name, MTU: o.MTU, MasterIndex: o.HostMaster}
+	if o.HostUp {
+		attrs.Flags = net.FlagUp
+	}
+	v := &netlink.Veth{
+		LinkAttrs:        attrs,
+		PeerName:         o.IfName,
+		PeerNamespace:    netlink.NsFd(cont.Fd()),
+		PeerHardwareAddr: o.MAC,
+	}
+	if o.MTU > 0 {
+		v.PeerMTU = uint32(o.MTU)
+	}
+	return v
+}
+
+// hostEnd looks up the new pair's host end.
+func hostEnd(host *netlink.Handle, name string) (*netlink.Veth, error) {
+	l, err := host.LinkByName(name)
+	if err != nil {
+		return nil, fmt.Errorf("looking up new veth %s: %w", name, err)
+	}
+	hv, ok := l.(*netlink.Veth)
+	if !ok {
+		return nil, fmt.Errorf("%s is not a veth", name)
+	}
+	return hv, nil
 }
 
 // PeerIndex returns the ifindex of a veth's peer, in whatever namespace the

@@ -43,7 +43,9 @@ func Open(req *cni.Request, network string) (*Attach, error) {
 	if err != nil {
 		return nil, cni.Errorf(types.ErrInvalidEnvironmentVariables, "CNI_NETNS: %w", err)
 	}
-	host, err := netlink.NewHandle()
+	// Route sockets only: a handle without families opens xfrm and
+	// netfilter sockets too, which nothing here uses.
+	host, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		cont.Close()
 		return nil, fmt.Errorf("netlink handle: %w", err)
@@ -216,17 +218,15 @@ func EnableForwardFor(ips []net.IP) error {
 // RuleFunc removes an owner's rules (masq.Teardown, spoofchk.Teardown).
 type RuleFunc func(ctx context.Context, c *nftables.Conn, o nftowner.Owner) error
 
-// Del is a DEL of a veth plugin: the container link, the owner's firewall
-// rules, the IPAM allocation. Every step runs even if another failed;
-// everything already gone, including the namespace, is success.
+// Del is a DEL of a veth plugin: the owner's firewall rules, the IPAM
+// allocation, then the container link (the host end goes with it). Every
+// step runs even if another failed; everything already gone, including the
+// namespace, is success.
 //
-// Deleting a veth is the slow part (~15 ms: the kernel waits for an RCU
-// barrier), so it runs alongside the rest; the nftables connection is
-// closed after it, by when the kernel has freed the removed rules and the
-// close does not have to wait for that (see nftowner.Install).
+// IPAM DEL runs while the link still exists, as in the reference plugins:
+// the dhcp IPAM sends its DHCPRELEASE through it. The link's removal returns
+// as soon as the kernel has taken it out of the namespace (link.Remove).
 func Del(ctx context.Context, req *cni.Request, network, ipamType string, rules ...RuleFunc) error {
-	linkErr := make(chan error, 1)
-	go func() { linkErr <- DelContainerLink(req.Netns, req.IfName) }()
 	owner := nftowner.Owner{Network: network, ContainerID: req.ContainerID, IfName: req.IfName}
 	var errs []error
 	if len(rules) > 0 {
@@ -242,13 +242,14 @@ func Del(ctx context.Context, req *cni.Request, network, ipamType string, rules 
 	if ipamType != "" {
 		errs = append(errs, ipam.Del(ctx, req, ipamType))
 	}
-	return errors.Join(append(errs, <-linkErr)...)
+	errs = append(errs, DelContainerLink(ctx, req.Netns, req.IfName))
+	return errors.Join(errs...)
 }
 
 // DelContainerLink deletes ifName in the namespace at path; a missing
 // path, namespace or link is success (DEL after the runtime cleaned up).
 // It uses only handles bound to that namespace, so any goroutine may run it.
-func DelContainerLink(path, ifName string) error {
+func DelContainerLink(ctx context.Context, path, ifName string) error {
 	if path == "" {
 		return nil
 	}
@@ -260,7 +261,7 @@ func DelContainerLink(path, ifName string) error {
 		return err
 	}
 	defer t.Close()
-	if err := link.DelByName(t.NL, ifName); err != nil {
+	if err := link.Remove(ctx, t, ifName); err != nil {
 		return fmt.Errorf("container interface: %w", err)
 	}
 	return nil

@@ -7,6 +7,8 @@ import (
 
 	"github.com/knit-cni/knit/pkg/cni"
 	"github.com/knit-cni/knit/pkg/testutil"
+	"github.com/knit-cni/knit/plugins/bridge"
+	"github.com/knit-cni/knit/plugins/hostlocal"
 )
 
 // BenchmarkExecAddDel measures one ADD plus one DEL of the exec'd plugin
@@ -43,6 +45,30 @@ func BenchmarkExecAddDel(b *testing.B) {
 					}
 				}
 			})
+		}
+	}
+}
+
+// BenchmarkAddDel measures one in-process ADD plus DEL with host-local, as
+// knitd calls the plugin (no process start): the plugin's own cost.
+//
+//	go test -run XXX -bench 'AddDel$' -cpuprofile cpu.out ./plugins/bridge
+func BenchmarkAddDel(b *testing.B) {
+	testutil.RequireRoot(b)
+	host, c := testutil.NewNS(b), testutil.NewNS(b)
+	reg := cni.Registry{"bridge": bridge.Plugin{}, "host-local": hostlocal.Plugin{}}
+	cfg := conf("1.0.0", fmt.Sprintf(`"bridge":"kbr0","isGateway":true,"ipam":{"type":"host-local","dataDir":%q,"subnet":"10.90.0.0/16"}`, b.TempDir()))
+	req := &cni.Request{ContainerID: "c1", Netns: c.Path(), IfName: "eth0", Config: cfg, Delegate: reg}
+	for b.Loop() {
+		for _, cmd := range []cni.Command{cni.CmdAdd, cni.CmdDel} {
+			req.Command = cmd
+			err := host.Do(func() error {
+				_, err := cni.Call(context.Background(), bridge.Plugin{}, req)
+				return err
+			})
+			if err != nil {
+				b.Fatalf("%s: %v", cmd, err)
+			}
 		}
 	}
 }

@@ -10,13 +10,14 @@ DEB_PKGS := containernetworking-plugins nftables iptables iproute2 iputils-ping 
 	dnsmasq iperf3 busybox-static etcd-server containerd runc cpio kmod \
 	qemu-system-x86 linux-image-amd64 util-linux psmisc
 
-.PHONY: all build deps test test-unit test-race fuzz bench demo clean
+.PHONY: all build deps test test-unit test-race fuzz bench demo e2e clean
 
 all: build
 
 build:
 	@mkdir -p $(BIN)
-	$(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/ ./cmd/...
+	@# static (CGO_ENABLED=0): knit's image (hack/images) has no libc, and nodes need none
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/ ./cmd/...
 	@for p in $$($(BIN)/knit-plugin list); do ln -f $(BIN)/knit-plugin $(BIN)/$$p; done
 	@echo "built: $$(ls $(BIN) | tr '\n' ' ')"
 
@@ -32,7 +33,16 @@ deps:
 test-unit: deps build
 	KNIT_BIN_DIR=$(BIN) $(GO) test -race -count=1 -timeout 20m ./...
 
-test: test-unit test-kernel
+test: test-unit test-kernel e2e
+
+# The local multi-node cluster (hack/cluster) with knit installed from deploy/:
+# e2e runs test/e2e on it (starting it if needed, removing it afterwards unless
+# E2E_KEEP=1 or it was already up); demo leaves it up with the seeds applied.
+e2e: build k8s-binaries images
+	hack/e2e.sh
+
+demo: build k8s-binaries images
+	hack/demo.sh
 
 # bench compares knit with the reference plugins side by side, exec'd the way a
 # runtime calls them, inside a network namespace of its own (it plays the host).

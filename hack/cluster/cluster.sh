@@ -3,6 +3,7 @@
 #   cluster.sh up      create or repair the cluster (idempotent)
 #   cluster.sh down    remove everything it created (idempotent)
 #   cluster.sh status
+#   cluster.sh deps    install the Debian packages it needs (also done by up)
 # Control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler)
 # runs in the host netns on $BR; every node is a process tree in its own
 # net/mount/uts namespaces with its own containerd and kubelet.
@@ -141,6 +142,17 @@ spawn() {
   setsid "$@" >>"$CL/logs/$name.log" 2>&1 </dev/null &
   echo $! >"$CL/$name.pid"
   log "started $name (pid $!)"
+}
+
+# A DHCP server for the ext segment (every node's ens35), so seed 002's policy
+# (br1 with ipv4 dhcp: true) gets a lease. It answers only on the segment's
+# bridge, serves no DNS (--port=0) and offers no router: nodes keep their
+# default route through eth0. Stopped with the rest (its command line names $CL).
+ensure_ext_dhcp() {
+  spawn dnsmasq-ext dnsmasq --keep-in-foreground --conf-file=/dev/null --port=0 \
+    --interface="$EXT_BR" --bind-interfaces --except-interface=lo \
+    --dhcp-range=10.77.1.100,10.77.1.199,255.255.255.0,10m --dhcp-option=3 \
+    --dhcp-leasefile="$CL/dnsmasq-ext.leases" --dhcp-authoritative --no-ping --log-dhcp
 }
 
 tcp_open() { (exec 3<>"/dev/tcp/${1%:*}/${1#*:}") 2>/dev/null; }
@@ -335,30 +347,19 @@ EOF
 
 containerd_ready() { nexec "$1" ctr --address /run/containerd/containerd.sock version; }
 
-# CNI plugins for the nodes: knit's own builds in $ROOT/bin are preferred. /usr/lib/cni (Debian's
-# containernetworking-plugins) is ONLY a development fallback for names bin/ does not have yet;
-# knit must not depend on it at run time.
-CNI_REQUIRED=(bridge host-local loopback)
+# CNI plugins a node has before knit is installed: only what the cluster network
+# (10-cluster.conflist) needs, from knit's own build in $ROOT/bin (`make build`). Nothing comes
+# from /usr/lib/cni: knit never depends on the reference plugins at run time. knit itself (the
+# shim, knitd and the rest of the suite) is NOT copied here: its DaemonSet in deploy/ installs it,
+# as on any cluster (hack/knit-deploy.sh).
+CNI_CLUSTER_PLUGINS=(bridge host-local loopback)
 install_cni_bins() { # i
-  local i=$1 dst f n tmp
+  local i=$1 dst n tmp
   dst="$(node_dir "$i")/root/opt/cni/bin"
-  if [[ -d $ROOT/bin ]]; then
-    for f in "$ROOT"/bin/*; do
-      [[ -f $f && -x $f ]] || continue
-      n=$(basename "$f")
-      cmp -s "$f" "$dst/$n" && continue
-      tmp="$dst/.$n.tmp"; cp "$f" "$tmp" && mv -f "$tmp" "$dst/$n"
-    done
-  fi
-  for n in "${CNI_REQUIRED[@]}"; do
-    [[ -x $ROOT/bin/$n ]] && continue
-    if [[ -x /usr/lib/cni/$n ]]; then
-      cmp -s "/usr/lib/cni/$n" "$dst/$n" && continue
-      [[ $i == 1 ]] && log "WARNING: bin/$n missing; using development fallback /usr/lib/cni/$n"
-      tmp="$dst/.$n.tmp"; cp "/usr/lib/cni/$n" "$tmp" && mv -f "$tmp" "$dst/$n"
-    else
-      die "CNI plugin $n missing: run 'make build' (or apt-get install containernetworking-plugins for development)"
-    fi
+  for n in "${CNI_CLUSTER_PLUGINS[@]}"; do
+    [[ -x $ROOT/bin/$n ]] || die "CNI plugin bin/$n missing: run 'make build'"
+    cmp -s "$ROOT/bin/$n" "$dst/$n" && continue
+    tmp="$dst/.$n.tmp"; cp "$ROOT/bin/$n" "$tmp" && mv -f "$tmp" "$dst/$n"
   done
 }
 
@@ -566,6 +567,7 @@ up() {
   ensure_packages
   check_ranges
   ensure_host_network
+  ensure_ext_dhcp
   ensure_pki
   ensure_host_mountpoints
   save_sysctls
@@ -580,7 +582,10 @@ up() {
     fi
   done
   for ((i = 1; i <= NODES; i++)); do start_node "$i"; done
-  for ((i = 1; i <= NODES; i++)); do start_node_2 "$i"; done
+  # image imports dominate a node's start: all nodes at once
+  local pids=() p
+  for ((i = 1; i <= NODES; i++)); do start_node_2 "$i" & pids+=($!); done
+  for p in "${pids[@]}"; do wait "$p" || die "a node failed to start (see above)"; done
   cluster_network
   for ((i = 1; i <= NODES; i++)); do
     poll 60 "node$i kubelet healthz" kubelet_healthy "$i" || { tail -20 "$(node_dir "$i")/logs/kubelet.log" >&2; die "node$i kubelet unhealthy"; }
@@ -610,8 +615,9 @@ status() {
 }
 
 case ${1:-} in
+  deps) mkdir -p "$OUT"; ensure_packages ;;
   up) up ;;
   down) down ;;
   status) status ;;
-  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|deps" >&2; exit 2 ;;
 esac

@@ -37,7 +37,8 @@ veth_c() { echo "knit-c-node$1"; }
 veth_x() { echo "knit-x-node$1"; }
 
 # Directories bind-mounted privately inside every node (per-node copies under node_dir).
-NODE_BINDS=(etc/cni/net.d opt/cni/bin var/lib/cni var/lib/kubelet var/lib/containerd var/log/pods var/log/containers)
+NODE_BINDS=(etc/cni/net.d opt/cni/bin var/lib/cni var/lib/kubelet var/lib/containerd var/log/pods var/log/containers
+  etc/knit var/lib/knit) # knit: knitd.json, the attachment cache (shim.DefaultCacheDir)
 # cgroup v1 hierarchies a node cgroup is created in.
 CG_HIER=(cpu cpuacct cpuset memory devices freezer blkio pids systemd unified)
 # Host sysctls kubelet rewrites at start; saved before the first kubelet and restored on cluster-down.

@@ -26,6 +26,11 @@ for d in "${NODE_BINDS[@]}"; do
 done
 mount --bind "$dir/hosts" /etc/hosts
 mount --bind "$dir/resolv.conf" /etc/resolv.conf
+# Like a systemd host, the node's mounts are shared, so that pods can use mountPropagation
+# (e.g. a CNI daemon's hostPath /run/netns with HostToContainer sees the netns bind mounts
+# containerd makes later). The peer groups are new, private to this namespace: nothing
+# propagates to or from the machine's own mounts (unshare --propagation private).
+mount --make-rshared /
 
 ip link set lo up
 sysctl -qw net.ipv4.ip_forward=1

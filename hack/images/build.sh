@@ -17,8 +17,9 @@ CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$OUT/tools/mkimage" ./hack
 CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$OUT/tools/pause" ./hack/images/pause
 MK="$OUT/tools/mkimage"
 
-# busybox applet symlinks (sh, ip, ping, nc, sleep, cat, ...)
-bblinks=()
+# busybox applet symlinks (sh, ip, ping, nc, sleep, cat, ...), and /var/run -> /run as on
+# any distribution (CNI_NETNS paths are /var/run/netns/...).
+bblinks=(-symlink "/var/run:../run")
 while read -r a; do
   [[ -n $a && $a != busybox ]] && bblinks+=(-symlink "/bin/$a:busybox")
 done < <("$BUSYBOX" --list)

@@ -25,6 +25,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -35,7 +36,7 @@ func (m *multi) Set(v string) error { *m = append(*m, v); return nil }
 
 // entry is one item of the layer, keyed by its absolute path in the image.
 type entry struct {
-	typ    byte // tar.TypeDir, tar.TypeReg, tar.TypeSymlink
+	typ    byte // tar.TypeDir, tar.TypeReg, tar.TypeSymlink, tar.TypeLink
 	src    string
 	mode   int64
 	target string
@@ -119,16 +120,8 @@ func run(name, out, workdir string, files, dirs, links, env, entrypoint, cmd []s
 		dst = path.Clean("/" + dst)
 		entries[dst] = &entry{typ: tar.TypeDir, mode: 0o755}
 		addParents(dst)
-		des, err := os.ReadDir(src)
-		if err != nil {
+		if err := addDir(entries, src, dst); err != nil {
 			return err
-		}
-		for _, de := range des {
-			info, err := de.Info()
-			if err != nil || !info.Mode().IsRegular() {
-				continue // skip sub-directories, sockets, etc.
-			}
-			entries[path.Join(dst, de.Name())] = &entry{typ: tar.TypeReg, src: filepath.Join(src, de.Name()), mode: int64(info.Mode().Perm())}
 		}
 	}
 	for _, l := range links {
@@ -243,6 +236,41 @@ func run(name, out, workdir string, files, dirs, links, env, entrypoint, cmd []s
 	return os.Rename(tmp, out)
 }
 
+// addDir adds the regular files directly in src under dst. Hard links in src
+// (bin/ links the multi-call plugin binary under every type name) stay hard
+// links in the layer: the first name in sort order carries the data, the
+// others link to it, so the image holds the binary once.
+func addDir(entries map[string]*entry, src, dst string) error {
+	des, err := os.ReadDir(src)
+	if err != nil {
+		return err
+	}
+	first := map[[2]uint64]string{} // (dev, inode) -> image path holding the data
+	names := make([]string, 0, len(des))
+	for _, de := range des {
+		names = append(names, de.Name())
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		info, err := os.Lstat(filepath.Join(src, n))
+		if err != nil || !info.Mode().IsRegular() {
+			continue // skip sub-directories, symlinks, sockets, etc.
+		}
+		p := path.Join(dst, n)
+		e := &entry{typ: tar.TypeReg, src: filepath.Join(src, n), mode: int64(info.Mode().Perm())}
+		if st, ok := info.Sys().(*syscall.Stat_t); ok && st.Nlink > 1 {
+			key := [2]uint64{uint64(st.Dev), st.Ino}
+			if t, seen := first[key]; seen {
+				e = &entry{typ: tar.TypeLink, target: strings.TrimPrefix(t, "/"), mode: e.mode}
+			} else {
+				first[key] = p
+			}
+		}
+		entries[p] = e
+	}
+	return nil
+}
+
 func buildLayer(entries map[string]*entry) ([]byte, error) {
 	paths := make([]string, 0, len(entries))
 	for p := range entries {
@@ -262,7 +290,7 @@ func buildLayer(entries map[string]*entry) ([]byte, error) {
 			if err := tw.WriteHeader(h); err != nil {
 				return nil, err
 			}
-		case tar.TypeSymlink:
+		case tar.TypeSymlink, tar.TypeLink:
 			h.Linkname = e.target
 			if err := tw.WriteHeader(h); err != nil {
 				return nil, err

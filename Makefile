@@ -30,7 +30,8 @@ deps:
 	fi
 	$(GO) mod download
 
-test-unit: deps build
+# k8s-binaries: the knitd and nodenet integration tests run a real kube-apiserver.
+test-unit: deps build k8s-binaries
 	KNIT_BIN_DIR=$(BIN) $(GO) test -race -count=1 -timeout 20m ./...
 
 test: test-unit test-kernel e2e
@@ -47,10 +48,16 @@ demo: build k8s-binaries images
 # bench compares knit with the reference plugins side by side, exec'd the way a
 # runtime calls them, inside a network namespace of its own (it plays the host).
 BENCH_N ?= 40
-bench: deps build
+# It also measures the meta-plugin (knit -> knitd against the reference plugins
+# called one after another, as a thin meta-plugin does, plus knitd's memory) and
+# node networking (policy to Available on 3 nodes, one apply+verify).
+bench: deps build k8s-binaries
 	@mkdir -p _output
 	$(GO) build -o _output/cnibench ./hack/bench/cnibench
+	$(GO) build -o _output/knitbench ./hack/bench/knit
 	unshare --net --mount -- sh -c 'mount -t tmpfs none /run && mkdir -p /run/netns && _output/cnibench -knit $(BIN) -n $(BENCH_N)'
+	unshare --net --mount -- sh -c 'mount -t tmpfs none /run && _output/knitbench -knit $(BIN) -n $(BENCH_N)'
+	$(GO) test -run '^$$' -bench 'PolicyToAvailable|ApplyVerify' -benchtime 10x ./pkg/nodenet ./pkg/nmstate
 
 # fuzz explores every parser's fuzz target and keeps the corpus in testdata/.
 FUZZTIME ?= 10s

@@ -345,9 +345,11 @@ fi
 log "booting $KERNEL (${COUNT} test binaries, ${initrd_mib} MiB initrd, ${MEM} MiB, ${SMP} vCPUs, timeout ${TIMEOUT}s)"
 mkfifo "$RUN/console"
 T0=$EPOCHREALTIME
+# -cpu max gives the guest RDRAND, so its random pool is ready at once:
+# without it getrandom() blocks for minutes (crypto/rand in DHCP xids).
 # shellcheck disable=SC2086 # KERNEL_LANE_QEMU_ARGS is word-split on purpose
 timeout -k 10 "$TIMEOUT" qemu-system-x86_64 \
-	-accel tcg -m "$MEM" -smp "$SMP" \
+	-accel tcg -cpu max -m "$MEM" -smp "$SMP" \
 	-nographic -nodefaults -no-user-config -serial stdio -monitor none \
 	-nic none -no-reboot \
 	-kernel "$KERNEL" -initrd "$RUN/initrd" \

@@ -5,7 +5,10 @@
 #
 # Env (all optional):
 #   KERNEL_LANE_PKGS          package patterns (default "./pkg/... ./plugins/...")
-#   KERNEL_LANE_RUN           -test.run regexp (default: all tests)
+#   KERNEL_LANE_RUN           -test.run regexp (default: the tests that call
+#                             testutil.RequireKernelFeature, found in the sources:
+#                             everything else already ran on the host)
+#   KERNEL_LANE_ALL=1         run every test of every package instead
 #   KERNEL_LANE_SKIP          -test.skip regexp (default: none)
 #   KERNEL_LANE_TEST_TIMEOUT  per-binary -test.timeout (default 10m)
 #   KERNEL_LANE_TIMEOUT       whole-VM timeout in seconds (default 2400)
@@ -34,6 +37,26 @@ mapfile -t LINES < <(go list -f '{{if or .TestGoFiles .XTestGoFiles}}{{.ImportPa
 	$PKGS ./hack/kernel-lane/selftest)
 [ ${#LINES[@]} -gt 0 ] || { log "no packages with tests"; exit 1; }
 MOD=$(go list -m)
+
+# kernel_tests DIR: the top-level tests in DIR's test files that call
+# testutil.RequireKernelFeature: the ones the host skipped.
+kernel_tests() {
+	awk '/^func Test[A-Za-z0-9_]*\(/ { name = $2; sub(/\(.*/, "", name) }
+	     /RequireKernelFeature\(/ && name != "" { print name }' "$1"/*_test.go 2>/dev/null | sort -u
+}
+NAMES=()
+if [ -z "${KERNEL_LANE_ALL:-}" ] && [ -z "${KERNEL_LANE_RUN:-}" ]; then
+	KEEP=()
+	for l in "${LINES[@]}"; do
+		mapfile -t t < <(kernel_tests "${l#*$'\t'}")
+		[ ${#t[@]} -gt 0 ] || continue
+		KEEP+=("$l")
+		NAMES+=("${t[@]}")
+	done
+	LINES=("${KEEP[@]}")
+	KERNEL_LANE_RUN="^($(IFS='|'; echo "${NAMES[*]}"))\$"
+	log "${#NAMES[@]} tests need kernel features, in ${#LINES[@]} packages"
+fi
 
 t0=$EPOCHREALTIME
 SPECS=()

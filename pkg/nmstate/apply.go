@@ -277,8 +277,13 @@ func (e *Engine) newLink(ifc *Interface, attrs netlink.LinkAttrs) (netlink.Link,
 		return &netlink.Dummy{LinkAttrs: attrs}, nil
 	case TypeBond:
 		b := netlink.NewLinkBond(attrs)
-		if la := ifc.LinkAggregation; la != nil && la.Mode != "" {
-			b.Mode, _ = bondMode(la.Mode)
+		if la := ifc.LinkAggregation; la != nil {
+			if la.Mode != "" {
+				b.Mode, _ = bondMode(la.Mode)
+			}
+			if err := e.setBondOptions(b, la.Options); err != nil {
+				return nil, err
+			}
 		}
 		return b, nil
 	case TypeVeth:
@@ -353,7 +358,15 @@ func (e *Engine) configure(ctx context.Context, ifc *Interface) error {
 	if err := e.setAttrs(l, ifc); err != nil {
 		return err
 	}
+	if l.Type() == "bond" {
+		if err := e.modifyBond(l, ifc.LinkAggregation); err != nil {
+			return err
+		}
+	}
 	if err := e.setPorts(l, ifc); err != nil {
+		return err
+	}
+	if err := e.setPortVLANs(l, ifc); err != nil {
 		return err
 	}
 	if ifc.State == StateDown {

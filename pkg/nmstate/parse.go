@@ -126,9 +126,12 @@ func (ifc *Interface) validateSections() error {
 			return fmt.Errorf("mode: unknown mode %q", m.Mode)
 		}
 	}
-	if la := ifc.LinkAggregation; la != nil && la.Mode != "" {
-		if _, ok := bondMode(la.Mode); !ok {
+	if la := ifc.LinkAggregation; la != nil {
+		if _, ok := bondMode(la.Mode); la.Mode != "" && !ok {
 			return fmt.Errorf("link-aggregation.mode: unknown mode %q", la.Mode)
+		}
+		if err := validateBondOptions(la.Options); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -103,10 +103,13 @@ func (e *Engine) readTypeSpecific(ifc *Interface, l netlink.Link, all []netlink.
 		for _, p := range portsOf(l, all) {
 			ports = append(ports, BridgePort{Name: p})
 		}
+		if err := e.portVLANs(v, ports); err != nil {
+			return err
+		}
 		ifc.Bridge = &Bridge{Options: &BridgeOptions{STP: &STP{Enabled: &stp}}, Port: &ports}
 	case *netlink.Bond:
 		ports := portsOf(l, all)
-		ifc.LinkAggregation = &LinkAggregation{Mode: v.Mode.String(), Port: &ports}
+		ifc.LinkAggregation = &LinkAggregation{Mode: v.Mode.String(), Port: &ports, Options: bondOptionsOf(v)}
 	case *netlink.Vlan:
 		ifc.VLAN = &VLAN{BaseIface: parent(), ID: v.VlanId}
 	case *netlink.Vxlan:

@@ -2,6 +2,7 @@ package nmstate
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/knit-cni/knit/pkg/testutil"
@@ -78,10 +79,15 @@ interfaces:
 interfaces:
 - name: bond0
   type: bond
-  link-aggregation: {mode: active-backup, port: [d1, d2]}
+  link-aggregation: {mode: active-backup, options: {miimon: "100"}, port: [d1, d2]}
 `, "bond0")
-	if bond.LinkAggregation == nil || bond.LinkAggregation.Mode != "active-backup" || len(*bond.LinkAggregation.Port) != 2 {
+	if bond.LinkAggregation == nil || bond.LinkAggregation.Mode != "active-backup" || len(*bond.LinkAggregation.Port) != 2 ||
+		bond.LinkAggregation.Options["miimon"] != "100" {
 		t.Fatalf("bond0 = %+v", bond.LinkAggregation)
+	}
+	bond = applyAndCheck(t, n, "interfaces:\n- {name: bond0, link-aggregation: {options: {miimon: \"200\", updelay: \"400\"}}}\n", "bond0")
+	if o := bond.LinkAggregation.Options; o["miimon"] != "200" || o["updelay"] != "400" {
+		t.Fatalf("bond0 options = %v", o)
 	}
 	vl := applyAndCheck(t, n, "interfaces:\n- {name: bond0.100, type: vlan, vlan: {base-iface: bond0, id: 100}}\n", "bond0.100")
 	if vl.VLAN == nil || vl.VLAN.ID != 100 || vl.VLAN.BaseIface != "bond0" {
@@ -113,5 +119,49 @@ interfaces:
 	}
 	if len(before.Interfaces) != len(after.Interfaces) {
 		t.Fatalf("interfaces %d before, %d after rollback", len(before.Interfaces), len(after.Interfaces))
+	}
+}
+
+func TestBondOptionUnknownNamed(t *testing.T) {
+	_, err := Parse([]byte("interfaces:\n- {name: b, type: bond, link-aggregation: {mode: balance-rr, options: {miimonn: \"1\"}}}\n"))
+	if err == nil || !strings.Contains(err.Error(), "miimonn") {
+		t.Fatalf("err = %v, want it to name miimonn", err)
+	}
+}
+
+func TestBridgePortVLANs(t *testing.T) {
+	testutil.RequireKernelFeature(t, "bridge-vlan-filtering")
+	n := newNode(t)
+	br := applyAndCheck(t, n, `
+interfaces:
+- {name: t0, type: veth, veth: {peer: t1}}
+- name: br0
+  type: linux-bridge
+  bridge:
+    port:
+    - {name: ens35, vlan: {mode: access, tag: 10}}
+    - name: t0
+      vlan:
+        mode: trunk
+        enable-native: true
+        tag: 5
+        trunk-tags: [{id: 20}, {id-range: {min: 30, max: 32}}]
+`, "br0")
+	ports := map[string]*BridgePortVLAN{}
+	for _, p := range *br.Bridge.Port {
+		ports[p.Name] = p.VLAN
+	}
+	if v := ports["ens35"]; v == nil || v.Mode != VLANAccess || *v.Tag != 10 {
+		t.Fatalf("ens35 vlan = %+v", v)
+	}
+	if v := ports["t0"]; v == nil || v.Mode != VLANTrunk || *v.Tag != 5 || len(v.TrunkTags) != 4 {
+		t.Fatalf("t0 vlan = %+v", v)
+	}
+	// Replacing the access tag removes the old one.
+	br = applyAndCheck(t, n, "interfaces:\n- name: br0\n  bridge: {port: [{name: ens35, vlan: {mode: access, tag: 11}}, {name: t0}]}\n", "br0")
+	for _, p := range *br.Bridge.Port {
+		if p.Name == "ens35" && (p.VLAN == nil || *p.VLAN.Tag != 11) {
+			t.Fatalf("ens35 vlan = %+v, want access 11", p.VLAN)
+		}
 	}
 }

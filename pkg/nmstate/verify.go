@@ -152,6 +152,9 @@ func comparePorts(want, have *Interface) error {
 				return err
 			}
 		}
+		if err := comparePortVLANs(want.Bridge, have.Bridge); err != nil {
+			return err
+		}
 		if o := want.Bridge.Options; o != nil && o.STP != nil && o.STP.Enabled != nil {
 			got := have.Bridge.Options.STP.Enabled
 			if *got != *o.STP.Enabled {
@@ -159,11 +162,34 @@ func comparePorts(want, have *Interface) error {
 			}
 		}
 	}
-	if la := want.LinkAggregation; la != nil && la.Port != nil {
+	if la := want.LinkAggregation; la != nil {
 		if have.LinkAggregation == nil {
 			return errors.New("is not a bond")
 		}
-		return sameNames("link-aggregation.port", *la.Port, deref(have.LinkAggregation.Port))
+		for k, v := range la.Options {
+			if got, reported := have.LinkAggregation.Options[k]; reported && got != v {
+				return fmt.Errorf("link-aggregation.options.%s is %s, desired %s", k, got, v)
+			}
+		}
+		if la.Port != nil {
+			return sameNames("link-aggregation.port", *la.Port, deref(have.LinkAggregation.Port))
+		}
+	}
+	return nil
+}
+
+func comparePortVLANs(want, have *Bridge) error {
+	if want.Port == nil {
+		return nil
+	}
+	got := map[string]*BridgePortVLAN{}
+	for _, p := range deref(have.Port) {
+		got[p.Name] = p.VLAN
+	}
+	for _, p := range *want.Port {
+		if !sameVLAN(p.VLAN, got[p.Name]) {
+			return fmt.Errorf("bridge.port %s vlan is %+v, desired %+v", p.Name, got[p.Name], p.VLAN)
+		}
 	}
 	return nil
 }

@@ -1,8 +1,8 @@
 // Package attachtest holds test helpers for the plugins that put a link
 // into a container (macvlan, ipvlan, vlan, host-device, dummy, tap, vrf):
-// running a plugin binary inside a scratch "host" namespace, an in-process
-// IPAM plugin that counts calls and fails on demand, configs in every spec
-// version, and link assertions.
+// an in-process IPAM plugin that counts calls and fails on demand, configs
+// in every spec version, and link assertions. Running a plugin inside a
+// scratch "host" namespace is testutil.InHost / testutil.ExecIn.
 package attachtest
 
 import (
@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sort"
 	"strings"
 	"sync"
@@ -26,21 +27,6 @@ import (
 	"github.com/knit-cni/knit/pkg/cni"
 	"github.com/knit-cni/knit/pkg/testutil"
 )
-
-// InHost returns the path of a wrapper that runs bin (a plugin binary)
-// inside the namespace at nsPath, as if that were the host: a plugin
-// creates links from, and finds masters in, the namespace it runs in. The
-// wrapper has bin's base name, which the multi-call binary dispatches on.
-func InHost(t testing.TB, nsPath, bin string) string {
-	t.Helper()
-	dir := t.TempDir()
-	w := filepath.Join(dir, filepath.Base(bin))
-	script := fmt.Sprintf("#!/bin/sh\nexec nsenter --net=%s %s \"$@\"\n", nsPath, bin)
-	if err := os.WriteFile(w, []byte(script), 0o755); err != nil {
-		t.Fatalf("writing wrapper: %v", err)
-	}
-	return w
-}
 
 // Conf returns a plugin config: {"cniVersion":version,"name":"test", body}
 // where body is the rest of a JSON object ("" for none), with prev as
@@ -448,4 +434,57 @@ func Allocations(t testing.TB, dir string) []string {
 		}
 	}
 	return ips
+}
+
+// SideBySide runs ADD then DEL of conf for interface ifName with the
+// reference binary ref (delegates from testutil.RefDir) and with knit's
+// binary knit (delegates beside it), each into a fresh container
+// namespace, and fails unless both print the same result (see
+// NormalizedResult) and leave the same Snapshot, passed through keep when
+// not nil, and unless DEL removes the link.
+func SideBySide(t *testing.T, ref, knit string, conf []byte, ifName string, keep func([]string) []string) {
+	t.Helper()
+	var results []map[string]any
+	var states [][]string
+	for _, bin := range []string{ref, knit} {
+		cont := testutil.NewNS(t)
+		req := &cni.Request{Command: cni.CmdAdd, ContainerID: "c1", Netns: cont.Path(), IfName: ifName, Config: conf}
+		if bin == ref {
+			req.Path = []string{testutil.RefDir}
+		}
+		out, err := testutil.Exec(context.Background(), bin, req)
+		if err != nil {
+			t.Fatalf("%s ADD: %v", bin, err)
+		}
+		results = append(results, NormalizedResult(t, out, cont.Path()))
+		state := Snapshot(t, cont, ifName)
+		if keep != nil {
+			state = keep(state)
+		}
+		states = append(states, state)
+		req.Command = cni.CmdDel
+		if _, err := testutil.Exec(context.Background(), bin, req); err != nil {
+			t.Fatalf("%s DEL: %v", bin, err)
+		}
+		NoLink(t, cont, ifName)
+	}
+	if !reflect.DeepEqual(results[0], results[1]) {
+		t.Errorf("results differ:\nref  %v\nknit %v", results[0], results[1])
+	}
+	if !reflect.DeepEqual(states[0], states[1]) {
+		t.Errorf("kernel state differs:\nref  %q\nknit %q", states[0], states[1])
+	}
+}
+
+// WithoutNdiscNotify drops the ndisc_notify sysctl from a Snapshot:
+// Debian's reference plugins (1.1.1) predate upstream setting it, as knit
+// does.
+func WithoutNdiscNotify(state []string) []string {
+	var out []string
+	for _, l := range state {
+		if !strings.Contains(l, "ndisc_notify") {
+			out = append(out, l)
+		}
+	}
+	return out
 }

@@ -6,15 +6,8 @@
 package chaintest
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
-	"fmt"
 	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -22,7 +15,6 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
 
-	"github.com/knit-cni/knit/pkg/cni"
 	"github.com/knit-cni/knit/pkg/testutil"
 )
 
@@ -187,61 +179,4 @@ func Conf(t testing.TB, version, name, body string, prev types.Result) []byte {
 		t.Fatal(err)
 	}
 	return out
-}
-
-// In runs a command inside ns (nsenter --net) and returns its combined
-// output.
-func In(ctx context.Context, ns *testutil.NS, name string, args ...string) ([]byte, error) {
-	cmd := exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + ns.Path(), name}, args...)...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	if err != nil {
-		return out.Bytes(), fmt.Errorf("%s %v in %s: %w: %s", name, args, ns.Path(), err, out.String())
-	}
-	return out.Bytes(), nil
-}
-
-// Ping sends one ICMP echo from ns to ip (optionally from a source address
-// or interface with -I) and reports whether a reply came back within 1 s.
-func Ping(ns *testutil.NS, ip string, from string) error {
-	args := []string{"-c1", "-W1", "-n"}
-	if from != "" {
-		args = append(args, "-I", from)
-	}
-	_, err := In(context.Background(), ns, "ping", append(args, ip)...)
-	return err
-}
-
-// Exec runs a plugin binary inside ns, which plays the host namespace
-// (where a plugin finds host-side veths and creates ifbs), the way a
-// runtime runs it: CNI_* environment, config on stdin. It returns stdout
-// and, on failure, the decoded CNI error when there is one.
-func Exec(ctx context.Context, ns *testutil.NS, bin string, cmd cni.Command, req *cni.Request) ([]byte, error) {
-	c := exec.CommandContext(ctx, "nsenter", "--net="+ns.Path(), bin)
-	path := req.Path
-	if len(path) == 0 {
-		path = []string{filepath.Dir(bin)}
-	}
-	c.Env = []string{
-		"CNI_COMMAND=" + string(cmd),
-		"CNI_CONTAINERID=" + req.ContainerID,
-		"CNI_NETNS=" + req.Netns,
-		"CNI_IFNAME=" + req.IfName,
-		"CNI_ARGS=" + req.Args,
-		"CNI_PATH=" + strings.Join(path, ":"),
-		"PATH=" + os.Getenv("PATH"),
-	}
-	c.Stdin = bytes.NewReader(req.Config)
-	var out, errb bytes.Buffer
-	c.Stdout, c.Stderr = &out, &errb
-	err := c.Run()
-	if err == nil {
-		return out.Bytes(), nil
-	}
-	var te types.Error
-	if jerr := json.Unmarshal(out.Bytes(), &te); jerr == nil && te.Code != 0 {
-		return out.Bytes(), &te
-	}
-	return out.Bytes(), fmt.Errorf("%s %s: %w: stdout %q stderr %q", bin, cmd, err, out.String(), errb.String())
 }

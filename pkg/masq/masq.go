@@ -43,6 +43,10 @@ func table() *nftables.Table {
 	return &nftables.Table{Family: nftables.TableFamilyINet, Name: Table}
 }
 
+// Owned returns the owner comments of the masquerade rules in the
+// namespace behind fd (0: the caller's), none when the table is missing.
+func Owned(fd int) ([]string, error) { return nftowner.Comments(fd, table(), ChecksChain) }
+
 func checksChain(t *nftables.Table) *nftables.Chain {
 	return &nftables.Chain{Name: ChecksChain, Table: t}
 }

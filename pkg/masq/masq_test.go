@@ -35,24 +35,11 @@ func ruleset(t *testing.T, ns *testutil.NS) string {
 
 func owned(t *testing.T, ns *testutil.NS) []string {
 	t.Helper()
-	c, err := nftowner.Open(ns.Fd())
+	r, err := masq.Owned(ns.Fd())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.CloseLasting()
-	tbl := &nftables.Table{Family: nftables.TableFamilyINet, Name: masq.Table}
-	rules, err := c.GetRules(tbl, &nftables.Chain{Name: masq.ChecksChain, Table: tbl})
-	if nftowner.NotFound(err) {
-		return nil
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, r := range rules {
-		out = append(out, nftowner.CommentOf(r))
-	}
-	return out
+	return r
 }
 
 // TestSetupTeardownGC: rules read back as nft(8) writes them; repeated

@@ -23,13 +23,19 @@
 // Callers hold a lock (hostns.Host.Lock) around Claim/Release and the
 // transaction they queue into: both read claims before deciding what to
 // write.
+//
+// Not to be confused with package nftowner, which tags whole rules with
+// their attachment (bridge/ptp masquerade, bridge spoof-check): one rule
+// per attachment in a chain a packet walks, fine where there are a few
+// rules per attachment and no lookup is needed. nftown is for state that
+// must stay O(1) per packet and per ADD however many attachments a host
+// has (portmap, firewall), hence elements in sets and maps, not rules.
 package nftown
 
 import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -37,7 +43,8 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
-	"golang.org/x/sys/unix"
+
+	"github.com/knit-cni/knit/pkg/nftowner"
 )
 
 // Chain name prefixes.
@@ -166,11 +173,8 @@ func Comment(s string) []byte {
 	return userdata.AppendString(nil, userdata.TypeComment, s)
 }
 
-// CommentOf returns a rule's comment.
-func CommentOf(r *nftables.Rule) string {
-	s, _ := userdata.GetString(r.UserData, userdata.TypeComment)
-	return s
-}
+// CommentOf returns a rule's comment ("" if it has none).
+func CommentOf(r *nftables.Rule) string { return nftowner.CommentOf(r) }
 
 // Table is a table whose set and map elements belong to owners.
 // Operations queue messages on Conn; the caller flushes them as one
@@ -430,18 +434,13 @@ func hasClaim(claims []claim, owner string) bool {
 // IsNotExist reports a missing table, chain, set or element. The nftables
 // library formats netlink errors with %v, so the errno is matched by text
 // as well as by value.
-func IsNotExist(err error) bool {
-	if err == nil {
-		return false
-	}
-	return errors.Is(err, unix.ENOENT) || strings.Contains(err.Error(), unix.ENOENT.Error())
-}
+func IsNotExist(err error) bool { return nftowner.NotFound(err) }
 
 // IsMismatch reports a transaction that failed because a set no longer
 // matched the claims: an element to delete was gone, or one to add was
 // there with other data. Callers retry with Careful.
 func IsMismatch(err error) bool {
-	return IsNotExist(err) || errors.Is(err, unix.EEXIST) || strings.Contains(err.Error(), unix.EEXIST.Error())
+	return IsNotExist(err) || nftowner.Exists(err)
 }
 
 // SortedKeys returns m's keys in order, for deterministic rule generation.

@@ -6,6 +6,13 @@
 // A rule's comment (nft's userdata, what `nft list ruleset` shows) starts
 // with a fixed-width tag "knit:<network hash>:<attachment hash>" followed by
 // a human-readable description that may be truncated.
+//
+// Rules are the unit here: each attachment adds its own rules (bridge/ptp
+// masquerade, bridge spoof-check) and DEL/GC delete them by tag. For
+// per-attachment state that must not grow the rule set (portmap and
+// firewall keep it in set and map elements so that ADD costs the same
+// with thousands of containers), see package nftown, which records owners
+// of elements instead.
 package nftowner
 
 import (
@@ -63,6 +70,41 @@ func (o Owner) UserData() []byte {
 func CommentOf(r *nftables.Rule) string {
 	c, _ := userdata.GetString(r.UserData, userdata.TypeComment)
 	return c
+}
+
+// Comments returns the comments of the rules of one chain in the
+// namespace behind fd (0: the caller's): the owner tags a DEL or GC acts
+// on. A missing table or chain has none.
+func Comments(fd int, tbl *nftables.Table, chain string) ([]string, error) {
+	c, err := Open(fd)
+	if err != nil {
+		return nil, err
+	}
+	defer c.CloseLasting()
+	rules, err := c.GetRules(tbl, &nftables.Chain{Name: chain, Table: tbl})
+	if NotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("listing %s/%s: %w", tbl.Name, chain, err)
+	}
+	out := make([]string, 0, len(rules))
+	for _, r := range rules {
+		out = append(out, CommentOf(r))
+	}
+	return out, nil
+}
+
+// CountContainer returns how many of comments (see Comments) belong to
+// containerID, whatever the network and interface.
+func CountContainer(comments []string, containerID string) int {
+	n := 0
+	for _, c := range comments {
+		if strings.Contains(c, " id="+containerID+" ") {
+			n++
+		}
+	}
+	return n
 }
 
 // Open returns a connection to nftables in the namespace behind fd, or the

@@ -40,6 +40,10 @@ func chain() *nftables.Chain {
 		Policy: policyRef(nftables.ChainPolicyAccept)}
 }
 
+// Owned returns the owner comments of the spoof-check rules in the
+// namespace behind fd (0: the caller's), none when the table is missing.
+func Owned(fd int) ([]string, error) { return nftowner.Comments(fd, chain().Table, Chain) }
+
 func policyRef(p nftables.ChainPolicy) *nftables.ChainPolicy { return &p }
 
 // Setup drops frames entering the bridge from hostIf (the host end of the

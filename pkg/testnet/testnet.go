@@ -13,8 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -25,6 +23,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/knit-cni/knit/pkg/cni"
 	"github.com/knit-cni/knit/pkg/sysctl"
 	"github.com/knit-cni/knit/pkg/testutil"
 )
@@ -256,6 +255,30 @@ func Config(t testing.TB, version string, fields map[string]any, prev types.Resu
 	return b
 }
 
+// ConfigFor is Config for a chained plugin's ADD/CHECK/DEL on c: the
+// fields maps merged in order (later keys win) and c's bridge result as
+// prevResult (none when c is nil).
+func ConfigFor(t testing.TB, version string, c *Container, fields ...map[string]any) []byte {
+	t.Helper()
+	m := map[string]any{}
+	for _, f := range fields {
+		for k, v := range f {
+			m[k] = v
+		}
+	}
+	var prev types.Result
+	if c != nil {
+		prev = c.Result()
+	}
+	return Config(t, version, m, prev)
+}
+
+// Request is a request for container id's eth0, with a netns path that
+// need not exist (the chained plugins act on the host side).
+func Request(cmd cni.Command, id string, config []byte) *cni.Request {
+	return &cni.Request{Command: cmd, ContainerID: id, IfName: "eth0", Netns: "/var/run/netns/" + id, Config: config}
+}
+
 // Server is a TCP and UDP server that answers every connection or datagram
 // with the peer address it sees.
 type Server struct {
@@ -374,19 +397,6 @@ func peerHost(line string) string {
 		return h
 	}
 	return line
-}
-
-// WrapInNS returns the path of a script, named like bin, that runs bin
-// inside the network namespace at nsPath: a plugin exec'd through it acts on
-// that namespace as if it were the host's.
-func WrapInNS(t testing.TB, bin, nsPath string) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), filepath.Base(bin))
-	script := fmt.Sprintf("#!/bin/sh\nexec nsenter --net=%s %s \"$@\"\n", nsPath, bin)
-	if err := os.WriteFile(p, []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return p
 }
 
 // HostPort joins an IP and a port, bracketing IPv6.

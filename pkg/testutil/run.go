@@ -22,7 +22,12 @@ import (
 // config on stdin. It returns stdout, and on a non-zero exit the decoded
 // CNI error (or a plain error when stdout is not one).
 func Exec(ctx context.Context, bin string, req *cni.Request) ([]byte, error) {
-	cmd := exec.CommandContext(ctx, bin)
+	return run(exec.CommandContext(ctx, bin), bin, req)
+}
+
+// run runs cmd (bin, or a wrapper around it) with req's CNI environment
+// and config; see Exec.
+func run(cmd *exec.Cmd, bin string, req *cni.Request) ([]byte, error) {
 	path := req.Path
 	if len(path) == 0 {
 		path = []string{filepath.Dir(bin)} // delegates (IPAM) live beside the plugin

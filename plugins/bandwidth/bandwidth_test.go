@@ -22,7 +22,9 @@ import (
 
 func run(t *testing.T, bin string, a *chaintest.Attachment, cmd cni.Command, req *cni.Request) ([]byte, error) {
 	t.Helper()
-	return chaintest.Exec(context.Background(), a.Host, bin, cmd, req)
+	r := *req
+	r.Command = cmd
+	return testutil.ExecIn(context.Background(), a.Host, bin, &r)
 }
 
 func wantCode(t *testing.T, err error, code uint) {
@@ -92,7 +94,7 @@ func TestAddCheckDelEveryVersion(t *testing.T) {
 		t.Run(v, func(t *testing.T) {
 			a := chaintest.NewVeth(t, chaintest.VethOpts{})
 			conf := chaintest.Conf(t, v, "bwnet", limitsBody, a.Result)
-			req := &cni.Request{ContainerID: "c1", Netns: a.Cont.Path(), IfName: "eth0", Config: conf}
+			req := &cni.Request{Command: cni.CmdAdd, ContainerID: "c1", Netns: a.Cont.Path(), IfName: "eth0", Config: conf}
 			out, err := run(t, bin, a, cni.CmdAdd, req)
 			if err != nil {
 				t.Fatalf("ADD: %v", err)
@@ -236,7 +238,7 @@ func TestInvalidConfigsChangeNothing(t *testing.T) {
 				prev = nil
 			}
 			body := strings.Replace(c.body, "{", `{"type":"bandwidth",`, 1)
-			req := &cni.Request{ContainerID: "c1", Netns: a.Cont.Path(), IfName: "eth0", Config: chaintest.Conf(t, "1.0.0", "bwnet", body, prev)}
+			req := &cni.Request{Command: cni.CmdAdd, ContainerID: "c1", Netns: a.Cont.Path(), IfName: "eth0", Config: chaintest.Conf(t, "1.0.0", "bwnet", body, prev)}
 			_, err := run(t, bin, a, cni.CmdAdd, req)
 			wantCode(t, err, c.code)
 			if k := qdiscKinds(t, a.Host, "hveth0"); len(k) != 0 || len(ifbs(t, a.Host)) != 0 {
@@ -352,7 +354,7 @@ func TestGC(t *testing.T) {
 		t.Fatalf("%d ifbs, want 3", n)
 	}
 	gc := `{"cniVersion":"1.1.0","name":"bwnet","type":"bandwidth","cni.dev/valid-attachments":[{"containerID":"keep","ifname":"eth0"}]}`
-	if _, err := chaintest.Exec(context.Background(), host, bin, cni.CmdGC, &cni.Request{Config: []byte(gc)}); err != nil {
+	if _, err := testutil.ExecIn(context.Background(), host, bin, &cni.Request{Command: cni.CmdGC, Config: []byte(gc)}); err != nil {
 		t.Fatalf("GC: %v", err)
 	}
 	var left []string
@@ -452,7 +454,7 @@ func iperf(t *testing.T, srv, cli *testutil.NS, ip string, port int) float64 {
 		} `json:"end"`
 	}
 	for deadline := time.Now().Add(5 * time.Second); ; {
-		out, err := chaintest.In(ctx, cli, "iperf3", "-c", ip, "-p", fmt.Sprint(port), "-t", "3", "-O", "1", "-J")
+		out, err := testutil.In(ctx, cli, "iperf3", "-c", ip, "-p", fmt.Sprint(port), "-t", "3", "-O", "1", "-J")
 		r.Error = ""
 		if jerr := json.Unmarshal(out, &r); jerr != nil {
 			t.Fatalf("iperf3: %v %v: %s", err, jerr, out)

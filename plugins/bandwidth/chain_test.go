@@ -46,7 +46,7 @@ func TestChainAfterKnitBridge(t *testing.T) {
 	if r := tbfOf(t, host, ifb).Rate; r != 2_500_000 {
 		t.Fatalf("egress TBF rate %d", r)
 	}
-	if err := chaintest.Ping(cont, "10.67.0.1", ""); err != nil {
+	if err := testutil.Ping(cont, "10.67.0.1", ""); err != nil {
 		t.Fatalf("traffic through the shaped veth: %v", err)
 	}
 	if err := ch.Check(rt); err != nil {

@@ -102,12 +102,12 @@ func TestKernelState(t *testing.T) {
 		"net/ipv4/ip_forward":                      "1",
 		"net/ipv6/conf/all/forwarding":             "1",
 	} {
-		if got := sysctl(t, w.host, key); got != want {
+		if got := testutil.Sysctl(t, w.host, key); got != want {
 			t.Errorf("host %s = %s, want %s", key, got, want)
 		}
 	}
 	for key, want := range map[string]string{"net/ipv6/conf/eth0/accept_dad": "0", "net/ipv4/conf/eth0/arp_notify": "1"} {
-		if got := sysctl(t, c, key); got != want {
+		if got := testutil.Sysctl(t, c, key); got != want {
 			t.Errorf("container %s = %s, want %s", key, got, want)
 		}
 	}
@@ -127,7 +127,7 @@ func TestKernelState(t *testing.T) {
 			t.Errorf("%s is tentative: ADD must not leave DAD pending", a.IPNet)
 		}
 	}
-	ping(t, c, "fd12::1") // the bridge's gateway address does DAD, as the reference's
+	testutil.MustPing(t, c, "fd12::1") // the bridge's gateway address does DAD, as the reference's
 }
 
 // TestEnableDad keeps DAD (enhanced) on when asked.
@@ -136,7 +136,7 @@ func TestEnableDad(t *testing.T) {
 	c := testutil.NewNS(t)
 	w.add(c, "c1", conf("1.0.0", `"bridge":"kbr0","enabledad":true,`+w.ipam("fd13::/64")))
 	for key, want := range map[string]string{"net/ipv6/conf/eth0/accept_dad": "1", "net/ipv6/conf/eth0/enhanced_dad": "1"} {
-		if got := sysctl(t, c, key); got != want {
+		if got := testutil.Sysctl(t, c, key); got != want {
 			t.Errorf("container %s = %s, want %s", key, got, want)
 		}
 	}
@@ -193,7 +193,7 @@ func TestGatewayModes(t *testing.T) {
 				t.Fatalf("container has %d routes via the gateways, want %d", n, tc.defaultRoutes)
 			}
 			if tc.bridgeAddr {
-				ping(t, c, "10.14.0.1")
+				testutil.MustPing(t, c, "10.14.0.1")
 			}
 		})
 	}

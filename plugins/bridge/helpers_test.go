@@ -6,11 +6,9 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -104,7 +102,7 @@ func (w *world) exec(bin string, req *cni.Request, dirs ...string) ([]byte, erro
 	w.t.Helper()
 	r := *req
 	r.Path = dirs
-	return testutil.Exec(context.Background(), attachtest.InHost(w.t, w.host.Path(), bin), &r)
+	return testutil.ExecIn(context.Background(), w.host, bin, &r)
 }
 
 // knitBin is knit's bridge binary; CNI_PATH for it is its own directory.
@@ -113,54 +111,10 @@ func knitBin(t *testing.T, name string) (string, string) {
 	return filepath.Join(dir, name), dir
 }
 
-// run runs a command inside a namespace and returns its combined output.
-func run(ns *testutil.NS, name string, args ...string) (string, error) {
-	a := append([]string{"--net=" + ns.Path(), name}, args...)
-	out, err := exec.Command("nsenter", a...).CombinedOutput()
-	return string(out), err
-}
-
-// ping sends one ICMP echo from ns to ip, retrying for a moment: a fresh
-// bridge port may still be learning.
-func ping(t *testing.T, ns *testutil.NS, ip string) {
-	t.Helper()
-	var out string
-	var err error
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
-		if out, err = run(ns, "ping", "-c1", "-W1", ip); err == nil {
-			return
-		}
-	}
-	t.Fatalf("ping %s from %s: %v\n%s", ip, ns.Path(), err, out)
-}
-
-// noPing fails if ns can reach ip.
-func noPing(t *testing.T, ns *testutil.NS, ip string) {
-	t.Helper()
-	if out, err := run(ns, "ping", "-c1", "-W1", ip); err == nil {
-		t.Fatalf("ping %s from %s succeeded, want failure\n%s", ip, ns.Path(), out)
-	}
-}
-
 // link returns a link of ns by name.
 func link(t *testing.T, ns *testutil.NS, name string) netlink.Link {
 	t.Helper()
 	return attachtest.Link(t, ns, name)
-}
-
-// sysctl reads a sysctl inside ns.
-func sysctl(t *testing.T, ns *testutil.NS, key string) string {
-	t.Helper()
-	var v []byte
-	err := ns.Do(func() error {
-		var err error
-		v, err = os.ReadFile(filepath.Join("/proc/sys", key))
-		return err
-	})
-	if err != nil {
-		t.Fatalf("sysctl %s: %v", key, err)
-	}
-	return strings.TrimSpace(string(v))
 }
 
 // ipOf returns the address of the result's first IP of the family.
@@ -194,64 +148,4 @@ func (w *world) held(ip string) bool {
 // hostLinks lists the scratch host's links other than lo.
 func (w *world) hostLinks() []string {
 	return attachtest.Links(w.t, w.host)
-}
-
-// serveOnce listens on addr inside ns and reports the remote address of
-// the first connection.
-func serveOnce(t *testing.T, ns *testutil.NS, addr string) <-chan string {
-	t.Helper()
-	var l net.Listener
-	if err := ns.Do(func() error {
-		var err error
-		l, err = net.Listen("tcp", addr)
-		return err
-	}); err != nil {
-		t.Fatalf("listen %s: %v", addr, err)
-	}
-	t.Cleanup(func() { l.Close() })
-	got := make(chan string, 1)
-	go func() {
-		c, err := l.Accept()
-		if err != nil {
-			got <- "accept: " + err.Error()
-			return
-		}
-		defer c.Close()
-		host, _, _ := net.SplitHostPort(c.RemoteAddr().String())
-		_, _ = c.Write([]byte("hello"))
-		got <- host
-	}()
-	return got
-}
-
-// dialFrom connects from inside ns to addr and reads the server's greeting.
-func dialFrom(t *testing.T, ns *testutil.NS, addr string) {
-	t.Helper()
-	var c net.Conn
-	err := ns.Do(func() error {
-		var err error
-		c, err = net.DialTimeout("tcp", addr, 3*time.Second)
-		return err
-	})
-	if err != nil {
-		t.Fatalf("dial %s from %s: %v", addr, ns.Path(), err)
-	}
-	defer c.Close()
-	_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
-	buf := make([]byte, 5)
-	if _, err := c.Read(buf); err != nil || string(buf) != "hello" {
-		t.Fatalf("reading from %s: %q %v", addr, buf, err)
-	}
-}
-
-// remoteSeen waits for serveOnce's report.
-func remoteSeen(t *testing.T, got <-chan string) string {
-	t.Helper()
-	select {
-	case s := <-got:
-		return s
-	case <-time.After(5 * time.Second):
-		t.Fatal("server saw no connection")
-		return ""
-	}
 }

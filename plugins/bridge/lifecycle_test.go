@@ -10,6 +10,7 @@ import (
 
 	"github.com/knit-cni/knit/pkg/attachtest"
 	"github.com/knit-cni/knit/pkg/cni"
+	"github.com/knit-cni/knit/pkg/nftowner"
 	"github.com/knit-cni/knit/pkg/testutil"
 )
 
@@ -89,7 +90,7 @@ func TestRollbackIPAMExhausted(t *testing.T) {
 		t.Fatalf("bridge ports %v, want only c1's", p)
 	}
 	attachtest.NoLink(t, c2, "eth0")
-	if n := countOwned(spoofRules(t, w), "c2"); n != 0 {
+	if n := nftowner.CountContainer(spoofRules(t, w), "c2"); n != 0 {
 		t.Fatalf("%d spoof-check rules left for c2", n)
 	}
 	if !w.held("10.31.0.10") {
@@ -177,7 +178,7 @@ func TestGC(t *testing.T) {
 		t.Fatalf("GC: %v", err)
 	}
 	m, s := masqRules(t, w), spoofRules(t, w)
-	if countOwned(m, "c1") != 1 || countOwned(m, "c2") != 0 || countOwned(s, "c1") != 1 || countOwned(s, "c2") != 0 {
+	if nftowner.CountContainer(m, "c1") != 1 || nftowner.CountContainer(m, "c2") != 0 || nftowner.CountContainer(s, "c1") != 1 || nftowner.CountContainer(s, "c2") != 0 {
 		t.Fatalf("after GC: masquerade %q, spoof-check %q; want c1's only", m, s)
 	}
 	if !w.held("10.34.0.2") || w.held("10.34.0.3") {
@@ -271,5 +272,5 @@ func TestGatewayOnBridgeWithoutPorts(t *testing.T) {
 	if res.Interfaces[0].Mac == "" {
 		t.Fatal("no bridge MAC in the result")
 	}
-	ping(t, c2, "10.37.0.1")
+	testutil.MustPing(t, c2, "10.37.0.1")
 }

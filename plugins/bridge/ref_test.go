@@ -67,9 +67,9 @@ func TestSideBySide(t *testing.T) {
 							c = kc
 						}
 						out := outside(t, w)
-						got := serveOnce(t, out, "192.168.250.2:7010")
-						dialFrom(t, c, "192.168.250.2:7010")
-						if seen := remoteSeen(t, got); seen != "192.168.250.1" {
+						got := testutil.ServeOnce(t, out, "192.168.250.2:7010")
+						testutil.DialGreeting(t, c, "192.168.250.2:7010")
+						if seen := testutil.Seen(t, got); seen != "192.168.250.1" {
 							t.Errorf("outside saw %s, want masquerade to 192.168.250.1", seen)
 						}
 					}
@@ -141,11 +141,11 @@ func snapshot(t *testing.T, w *world, c *testutil.NS, res *current.Result) state
 		Hairpin: pi.Hairpin, BridgePromisc: br.Attrs().Promisc != 0, Sysctls: map[string]string{},
 	}
 	for _, k := range []string{"net/ipv6/conf/eth0/accept_dad", "net/ipv4/conf/eth0/arp_notify", "net/ipv6/conf/eth0/enhanced_dad"} {
-		s.Sysctls["container "+k] = sysctl(t, c, k)
+		s.Sysctls["container "+k] = testutil.Sysctl(t, c, k)
 	}
 	for _, k := range []string{"net/ipv6/conf/kbr0/accept_ra", "net/ipv6/conf/" + port.Attrs().Name + "/accept_ra",
 		"net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding"} {
-		s.Sysctls["host "+strings.Replace(k, port.Attrs().Name, "VETH", 1)] = sysctl(t, w.host, k)
+		s.Sysctls["host "+strings.Replace(k, port.Attrs().Name, "VETH", 1)] = testutil.Sysctl(t, w.host, k)
 	}
 	return s
 }

@@ -60,7 +60,7 @@ func TestVlanAccess(t *testing.T) {
 		if got[len(got)-1] != "100:pvid,untagged" || keptDefault != preserve || len(got) > 2 {
 			t.Fatalf("preserveDefaultVlan=%v: port VLANs %v, want 100 as untagged PVID and VLAN 1 kept=%v", preserve, got, preserve)
 		}
-		ping(t, c1, ipOf(t, r2, true).String())
+		testutil.MustPing(t, c1, ipOf(t, r2, true).String())
 	}
 }
 
@@ -86,7 +86,7 @@ func TestVlanGateway(t *testing.T) {
 	if len(res.Interfaces) != 4 || res.Interfaces[3].Name != "kbr0.200" {
 		t.Fatalf("interfaces %s", mustJSON(t, res.Interfaces))
 	}
-	ping(t, c, "10.51.0.1")
+	testutil.MustPing(t, c, "10.51.0.1")
 }
 
 func equal(a, b []string) bool {

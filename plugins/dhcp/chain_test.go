@@ -43,7 +43,7 @@ func TestChainWithKnitMainPlugins(t *testing.T) {
 			if _, ok := srv.leaseFor(t, ip); !ok {
 				t.Fatalf("dnsmasq has no lease for %s", ip)
 			}
-			if err := chaintest.Ping(cont, serverIP, ""); err != nil {
+			if err := testutil.Ping(cont, serverIP, ""); err != nil {
 				t.Fatalf("ping the server from the configured lease: %v", err)
 			}
 			if err := ch.Check(rt); err != nil {

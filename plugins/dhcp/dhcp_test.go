@@ -172,7 +172,7 @@ func TestLeaseOverMacvlanCarriesTraffic(t *testing.T) {
 	}
 	// Configure it as a main plugin would and talk to the server.
 	chaintest.AddAddr(t, c, "eth0", &res.IPs[0].Address)
-	if err := chaintest.Ping(c, serverIP, ""); err != nil {
+	if err := testutil.Ping(c, serverIP, ""); err != nil {
 		t.Fatalf("ping the server from the leased address: %v", err)
 	}
 	if _, err := execPlugin(t, cni.CmdDel, req); err != nil {

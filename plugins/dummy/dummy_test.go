@@ -15,7 +15,6 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/knit-cni/knit/pkg/attachtest"
-	"github.com/knit-cni/knit/pkg/chaintest"
 	"github.com/knit-cni/knit/pkg/cni"
 	"github.com/knit-cni/knit/pkg/testutil"
 	"github.com/knit-cni/knit/plugins/builtin"
@@ -74,7 +73,7 @@ func TestAddCheckDelEveryVersion(t *testing.T) {
 			if err := peer.H.RouteAdd(&netlink.Route{Dst: dst, Gw: net.ParseIP("10.66.0.2")}); err != nil {
 				t.Fatal(err)
 			}
-			if err := chaintest.Ping(peer, dst.IP.String(), ""); err != nil {
+			if err := testutil.Ping(peer, dst.IP.String(), ""); err != nil {
 				t.Errorf("dummy address unreachable: %v", err)
 			}
 			if v >= "0.4.0" {

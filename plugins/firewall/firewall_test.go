@@ -3,7 +3,6 @@ package firewall_test
 import (
 	"context"
 	"encoding/json"
-	"os/exec"
 	"reflect"
 	"strings"
 	"testing"
@@ -46,19 +45,7 @@ type m = map[string]any
 
 func conf(t *testing.T, version string, c *testnet.Container, extra m) []byte {
 	t.Helper()
-	f := m{"name": "net1", "type": "firewall"}
-	for k, v := range extra {
-		f[k] = v
-	}
-	var prev types.Result
-	if c != nil {
-		prev = c.Result()
-	}
-	return testnet.Config(t, version, f, prev)
-}
-
-func req(cmd cni.Command, id string, config []byte) *cni.Request {
-	return &cni.Request{Command: cmd, ContainerID: id, IfName: "eth0", Netns: "/var/run/netns/" + id, Config: config}
+	return testnet.ConfigFor(t, version, c, m{"name": "net1", "type": "firewall"}, extra)
 }
 
 func (e *env) call(t *testing.T, r *cni.Request) (types.Result, error) {
@@ -69,7 +56,7 @@ func (e *env) call(t *testing.T, r *cni.Request) (types.Result, error) {
 func (e *env) mustAdd(t *testing.T, id string, c *testnet.Container, extra m) []byte {
 	t.Helper()
 	cfg := conf(t, "1.0.0", c, extra)
-	if _, err := e.call(t, req(cni.CmdAdd, id, cfg)); err != nil {
+	if _, err := e.call(t, testnet.Request(cni.CmdAdd, id, cfg)); err != nil {
 		t.Fatalf("ADD %s: %v", id, err)
 	}
 	return cfg
@@ -77,7 +64,7 @@ func (e *env) mustAdd(t *testing.T, id string, c *testnet.Container, extra m) []
 
 func (e *env) mustDel(t *testing.T, id string, cfg []byte) {
 	t.Helper()
-	if _, err := e.call(t, req(cni.CmdDel, id, cfg)); err != nil {
+	if _, err := e.call(t, testnet.Request(cni.CmdDel, id, cfg)); err != nil {
 		t.Fatalf("DEL %s: %v", id, err)
 	}
 }
@@ -85,9 +72,9 @@ func (e *env) mustDel(t *testing.T, id string, cfg []byte) {
 // run runs a command in the host namespace.
 func (e *env) run(t *testing.T, name string, args ...string) string {
 	t.Helper()
-	out, err := exec.Command("nsenter", append([]string{"--net=" + e.Host.Path(), name}, args...)...).CombinedOutput()
+	out, err := testutil.In(context.Background(), e.Host, name, args...)
 	if err != nil {
-		t.Fatalf("%s %v: %v: %s", name, args, err, out)
+		t.Fatal(err)
 	}
 	return string(out)
 }
@@ -289,14 +276,14 @@ func TestCheck(t *testing.T) {
 		t.Run(be, func(t *testing.T) {
 			e := newEnv(t)
 			cfg := e.mustAdd(t, "a1", e.a1, m{"backend": be, "ingressPolicy": "same-bridge"})
-			if _, err := e.call(t, req(cni.CmdCheck, "a1", cfg)); err != nil {
+			if _, err := e.call(t, testnet.Request(cni.CmdCheck, "a1", cfg)); err != nil {
 				t.Fatalf("CHECK after ADD: %v", err)
 			}
-			if _, err := e.call(t, req(cni.CmdCheck, "a2", conf(t, "1.0.0", e.a2, m{"backend": be}))); err == nil {
+			if _, err := e.call(t, testnet.Request(cni.CmdCheck, "a2", conf(t, "1.0.0", e.a2, m{"backend": be}))); err == nil {
 				t.Fatal("CHECK passed for an attachment never added")
 			}
 			e.mustDel(t, "a1", cfg)
-			if _, err := e.call(t, req(cni.CmdCheck, "a1", cfg)); err == nil {
+			if _, err := e.call(t, testnet.Request(cni.CmdCheck, "a1", cfg)); err == nil {
 				t.Fatal("CHECK passed after DEL")
 			}
 		})
@@ -307,7 +294,7 @@ func TestFailedAddLeavesNothing(t *testing.T) {
 	e := newEnv(t)
 	e.run(t, "nft", "add", "table", "inet", firewall.NftTable)
 	e.run(t, "nft", "add", "chain", "inet", firewall.NftTable, "forward", "{ type nat hook prerouting priority -100 ; }")
-	if _, err := e.call(t, req(cni.CmdAdd, "a1", conf(t, "1.0.0", e.a1, nil))); err == nil {
+	if _, err := e.call(t, testnet.Request(cni.CmdAdd, "a1", conf(t, "1.0.0", e.a1, nil))); err == nil {
 		t.Fatal("ADD succeeded against a conflicting chain")
 	}
 	if s := e.run(t, "nft", "list", "ruleset"); strings.Contains(s, "elements =") || strings.Contains(s, "chain o-") || strings.Contains(s, "chain k-") {
@@ -333,18 +320,18 @@ func TestConfigErrors(t *testing.T) {
 	}
 	for _, c := range cases {
 		for _, cmd := range []cni.Command{cni.CmdAdd, cni.CmdDel} {
-			_, err := cni.Call(context.Background(), p, req(cmd, "c1", []byte(c.body)))
+			_, err := cni.Call(context.Background(), p, testnet.Request(cmd, "c1", []byte(c.body)))
 			if got := cni.AsTypesError(err); err == nil || got.Code != c.code {
 				t.Errorf("%s %s: error %v, want code %d", cmd, c.name, err, c.code)
 			}
 		}
 	}
 	noPrev := `{"cniVersion":"1.0.0","name":"n","type":"firewall"}`
-	if _, err := cni.Call(context.Background(), p, req(cni.CmdAdd, "c1", []byte(noPrev))); cni.AsTypesError(err).Code != types.ErrInvalidNetworkConfig {
+	if _, err := cni.Call(context.Background(), p, testnet.Request(cni.CmdAdd, "c1", []byte(noPrev))); cni.AsTypesError(err).Code != types.ErrInvalidNetworkConfig {
 		t.Errorf("ADD without prevResult: %v, want code 7", err)
 	}
 	sameBridgeNoIfaces := `{"cniVersion":"1.0.0","name":"n","type":"firewall","ingressPolicy":"same-bridge","prevResult":{"cniVersion":"1.0.0","ips":[{"address":"10.0.0.2/24"}]}}`
-	if _, err := cni.Call(context.Background(), p, req(cni.CmdAdd, "c1", []byte(sameBridgeNoIfaces))); cni.AsTypesError(err).Code != types.ErrInvalidNetworkConfig {
+	if _, err := cni.Call(context.Background(), p, testnet.Request(cni.CmdAdd, "c1", []byte(sameBridgeNoIfaces))); cni.AsTypesError(err).Code != types.ErrInvalidNetworkConfig {
 		t.Errorf("same-bridge without interfaces: %v, want code 7", err)
 	}
 }
@@ -355,9 +342,9 @@ func TestEveryVersionExec(t *testing.T) {
 	for _, v := range cni.SupportedVersions() {
 		t.Run(v, func(t *testing.T) {
 			e := newEnv(t)
-			bin := testnet.WrapInNS(t, dir+"/firewall", e.Host.Path())
+			bin := testutil.InHost(t, e.Host.Path(), dir+"/firewall")
 			cfg := conf(t, v, e.a1, m{"ingressPolicy": "same-bridge"})
-			r := req(cni.CmdAdd, "a1", cfg)
+			r := testnet.Request(cni.CmdAdd, "a1", cfg)
 			out, err := testutil.Exec(context.Background(), bin, r)
 			if err != nil {
 				t.Fatalf("ADD: %v", err)

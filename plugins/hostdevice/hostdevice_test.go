@@ -12,7 +12,6 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/knit-cni/knit/pkg/attachtest"
-	"github.com/knit-cni/knit/pkg/chaintest"
 	"github.com/knit-cni/knit/pkg/cni"
 	"github.com/knit-cni/knit/pkg/testutil"
 	"github.com/knit-cni/knit/plugins/builtin"
@@ -38,7 +37,7 @@ func newEnv(t *testing.T) *env {
 }
 
 func (e *env) bin(t *testing.T, path string) string {
-	return attachtest.InHost(t, e.host.Path(), path)
+	return testutil.InHost(t, e.host.Path(), path)
 }
 
 func (e *env) reg() cni.Registry {
@@ -89,7 +88,7 @@ func TestAddCheckDelEveryVersion(t *testing.T) {
 				t.Errorf("result %+v", res)
 			}
 			attachtest.HasAddr(t, cont, "net1", addr)
-			if err := chaintest.Ping(cont, "10.4.0.1", ""); err != nil {
+			if err := testutil.Ping(cont, "10.4.0.1", ""); err != nil {
 				t.Errorf("moved device does not reach the peer: %v", err)
 			}
 			if v >= "0.4.0" {
@@ -353,7 +352,7 @@ func TestHostLocalReleasedWithoutNetns(t *testing.T) {
 	if a := attachtest.Allocations(t, dir); len(a) != 1 || a[0] != res.IPs[0].Address.IP.String() {
 		t.Fatalf("allocations %v, result %v", a, res.IPs)
 	}
-	if err := chaintest.Ping(cont, "10.4.0.1", ""); err != nil {
+	if err := testutil.Ping(cont, "10.4.0.1", ""); err != nil {
 		t.Errorf("no traffic: %v", err)
 	}
 	// Move it back by hand, as the namespace's death would, then DEL

@@ -14,7 +14,6 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/knit-cni/knit/pkg/attachtest"
-	"github.com/knit-cni/knit/pkg/chaintest"
 	"github.com/knit-cni/knit/pkg/cni"
 	"github.com/knit-cni/knit/pkg/testutil"
 	"github.com/knit-cni/knit/plugins/builtin"
@@ -95,7 +94,7 @@ func TestAddCheckDelEveryVersion(t *testing.T) {
 				t.Errorf("result %+v", res)
 			}
 			attachtest.HasAddr(t, cont, "net1", addr)
-			if err := chaintest.Ping(cont, "10.8.0.1", ""); err != nil {
+			if err := testutil.Ping(cont, "10.8.0.1", ""); err != nil {
 				t.Errorf("ipvlan cannot reach the peer: %v", err)
 			}
 			if v >= "0.4.0" {
@@ -131,7 +130,7 @@ func TestModes(t *testing.T) {
 					t.Fatalf("mode %d, want %d", m, c.want)
 				}
 			}
-			if err := chaintest.Ping(c1, fmt.Sprintf("10.8.%d.22", i+1), ""); err != nil {
+			if err := testutil.Ping(c1, fmt.Sprintf("10.8.%d.22", i+1), ""); err != nil {
 				t.Errorf("%s ipvlans did not reach each other: %v", c.mode, err)
 			}
 		})
@@ -189,7 +188,7 @@ func TestChained(t *testing.T) {
 	if len(res.Interfaces) != 2 || res.Interfaces[1].Name != "net1" || len(res.IPs) != 1 || *res.IPs[0].Interface != 1 {
 		t.Fatalf("result %+v ips %+v", res.Interfaces, res.IPs)
 	}
-	if err := chaintest.Ping(cont, "10.8.0.1", ""); err != nil {
+	if err := testutil.Ping(cont, "10.8.0.1", ""); err != nil {
 		t.Errorf("chained ipvlan cannot reach the peer: %v", err)
 	}
 	if _, err := e.call(t, cni.CmdCheck, cont, attachtest.WithPrev(t, conf, res)); err != nil {
@@ -276,7 +275,7 @@ func TestHostLocal(t *testing.T) {
 	if a := attachtest.Allocations(t, dir); len(a) != 1 || a[0] != res.IPs[0].Address.IP.String() {
 		t.Fatalf("allocations %v, result %v", a, res.IPs)
 	}
-	if err := chaintest.Ping(cont, "10.8.0.1", ""); err != nil {
+	if err := testutil.Ping(cont, "10.8.0.1", ""); err != nil {
 		t.Errorf("no traffic: %v", err)
 	}
 	if _, err := e.call(t, cni.CmdDel, cont, conf); err != nil {

@@ -12,7 +12,6 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/knit-cni/knit/pkg/attachtest"
-	"github.com/knit-cni/knit/pkg/chaintest"
 	"github.com/knit-cni/knit/pkg/cni"
 	"github.com/knit-cni/knit/pkg/testutil"
 	"github.com/knit-cni/knit/plugins/builtin"
@@ -37,7 +36,7 @@ func newEnv(t *testing.T) *env {
 
 // bin is knit's macvlan binary, run inside the env's host namespace.
 func (e *env) bin(t *testing.T) string {
-	return attachtest.InHost(t, e.host.Path(), filepath.Join(testutil.PluginDir(t), "macvlan"))
+	return testutil.InHost(t, e.host.Path(), filepath.Join(testutil.PluginDir(t), "macvlan"))
 }
 
 func (e *env) reg(ipam *attachtest.FakeIPAM) cni.Registry {
@@ -98,7 +97,7 @@ func TestAddCheckDelEveryVersion(t *testing.T) {
 				t.Errorf("ips = %+v", res.IPs)
 			}
 			attachtest.HasAddr(t, cont, "net1", addr)
-			if err := chaintest.Ping(cont, "10.9.0.1", ""); err != nil {
+			if err := testutil.Ping(cont, "10.9.0.1", ""); err != nil {
 				t.Errorf("container cannot reach the peer: %v", err)
 			}
 			if v >= "0.4.0" {
@@ -161,7 +160,7 @@ func TestBridgeModeContainersTalk(t *testing.T) {
 		from *testutil.NS
 		to   string
 	}{{c1, "10.9.0.22"}, {c2, "10.9.0.21"}, {c1, "10.9.0.1"}, {c2, "10.9.0.1"}} {
-		if err := chaintest.Ping(p.from, p.to, ""); err != nil {
+		if err := testutil.Ping(p.from, p.to, ""); err != nil {
 			t.Errorf("ping %s: %v", p.to, err)
 		}
 	}
@@ -183,10 +182,10 @@ func TestPrivateModeIsolates(t *testing.T) {
 			t.Fatalf("mode %d, want private", m)
 		}
 	}
-	if err := chaintest.Ping(c1, "10.9.0.1", ""); err != nil {
+	if err := testutil.Ping(c1, "10.9.0.1", ""); err != nil {
 		t.Errorf("private macvlan cannot reach the peer: %v", err)
 	}
-	if err := chaintest.Ping(c1, "10.9.0.32", ""); err == nil {
+	if err := testutil.Ping(c1, "10.9.0.32", ""); err == nil {
 		t.Error("private macvlans reached each other")
 	}
 }
@@ -221,7 +220,7 @@ func TestVEPAModeHairpins(t *testing.T) {
 			t.Fatalf("mode %d, want vepa", m)
 		}
 	}
-	if err := chaintest.Ping(c1, "10.9.0.42", ""); err != nil {
+	if err := testutil.Ping(c1, "10.9.0.42", ""); err != nil {
 		t.Errorf("vepa macvlans did not reach each other through the hairpin: %v", err)
 	}
 }
@@ -599,7 +598,7 @@ func TestHostLocal(t *testing.T) {
 	if addrs[0] == addrs[1] || len(attachtest.Allocations(t, dir)) != 2 {
 		t.Fatalf("addresses %v, allocations %v", addrs, attachtest.Allocations(t, dir))
 	}
-	if err := chaintest.Ping(conts[0], addrs[1], ""); err != nil {
+	if err := testutil.Ping(conts[0], addrs[1], ""); err != nil {
 		t.Errorf("containers do not reach each other: %v", err)
 	}
 	for i, cont := range conts {

@@ -44,7 +44,7 @@ func TestChainBridgeHostLocalPortmapFirewall(t *testing.T) {
 		}
 		b, _ := json.Marshal(conf)
 		typ := plugins[i]["type"].(string)
-		bin := testnet.WrapInNS(t, dir+"/"+typ, tp.Host.Path())
+		bin := testutil.InHost(t, tp.Host.Path(), dir+"/"+typ)
 		r := &cni.Request{Command: cmd, ContainerID: "e2e1", Netns: cont.Path(), IfName: "eth0",
 			Path: []string{dir}, Config: b}
 		out, err := testutil.Exec(context.Background(), bin, r)

@@ -46,19 +46,7 @@ func udp(host, cont int) pm { return pm{"hostPort": host, "containerPort": cont,
 // conf is a portmap config for container c with mappings and extra keys.
 func conf(t *testing.T, version string, c *testnet.Container, maps []pm, extra pm) []byte {
 	t.Helper()
-	f := pm{"name": "net1", "type": "portmap", "runtimeConfig": pm{"portMappings": maps}}
-	for k, v := range extra {
-		f[k] = v
-	}
-	var prev types.Result
-	if c != nil {
-		prev = c.Result()
-	}
-	return testnet.Config(t, version, f, prev)
-}
-
-func req(cmd cni.Command, id string, config []byte) *cni.Request {
-	return &cni.Request{Command: cmd, ContainerID: id, IfName: "eth0", Netns: "/var/run/netns/" + id, Config: config}
+	return testnet.ConfigFor(t, version, c, pm{"name": "net1", "type": "portmap", "runtimeConfig": pm{"portMappings": maps}}, extra)
 }
 
 func (e *env) call(t *testing.T, r *cni.Request) (types.Result, error) {
@@ -68,7 +56,7 @@ func (e *env) call(t *testing.T, r *cni.Request) (types.Result, error) {
 
 func (e *env) mustAdd(t *testing.T, id string, config []byte) *current.Result {
 	t.Helper()
-	res, err := e.call(t, req(cni.CmdAdd, id, config))
+	res, err := e.call(t, testnet.Request(cni.CmdAdd, id, config))
 	if err != nil {
 		t.Fatalf("ADD %s: %v", id, err)
 	}
@@ -81,7 +69,7 @@ func (e *env) mustAdd(t *testing.T, id string, config []byte) *current.Result {
 
 func (e *env) mustDel(t *testing.T, id string, config []byte) {
 	t.Helper()
-	if _, err := e.call(t, req(cni.CmdDel, id, config)); err != nil {
+	if _, err := e.call(t, testnet.Request(cni.CmdDel, id, config)); err != nil {
 		t.Fatalf("DEL %s: %v", id, err)
 	}
 }
@@ -89,7 +77,7 @@ func (e *env) mustDel(t *testing.T, id string, config []byte) {
 // nft runs nft in the host namespace.
 func (e *env) nft(t *testing.T, args ...string) string {
 	t.Helper()
-	out, err := exec.Command("nsenter", append([]string{"--net=" + e.Host.Path(), "nft"}, args...)...).CombinedOutput()
+	out, err := testutil.In(context.Background(), e.Host, "nft", args...)
 	if err != nil && !strings.Contains(string(out), "No such file") {
 		t.Fatalf("nft %v: %v: %s", args, err, out)
 	}
@@ -103,9 +91,9 @@ func (e *env) iptSave(t *testing.T, v6 bool) string {
 	if v6 {
 		bin = "ip6tables-save"
 	}
-	out, err := exec.Command("nsenter", "--net="+e.Host.Path(), bin).CombinedOutput()
+	out, err := testutil.In(context.Background(), e.Host, bin)
 	if err != nil {
-		t.Fatalf("%s: %v: %s", bin, err, out)
+		t.Fatal(err)
 	}
 	return string(out)
 }
@@ -376,7 +364,7 @@ func TestNoMappingsNoWork(t *testing.T) {
 	for _, p := range []portmap.Plugin{{HostNS: tp.Host.Path()}, {HostNS: "/nonexistent/netns"}} {
 		for _, maps := range [][]pm{nil, {}} {
 			cfg := conf(t, "1.0.0", c1, maps, nil)
-			res, err := cni.Call(context.Background(), p, req(cni.CmdAdd, "c1", cfg))
+			res, err := cni.Call(context.Background(), p, testnet.Request(cni.CmdAdd, "c1", cfg))
 			if err != nil {
 				t.Fatalf("ADD without mappings (host %q): %v", p.HostNS, err)
 			}
@@ -384,7 +372,7 @@ func TestNoMappingsNoWork(t *testing.T) {
 				t.Fatalf("prevResult not passed through: %+v", res)
 			}
 			for _, cmd := range []cni.Command{cni.CmdCheck, cni.CmdDel} {
-				if _, err := cni.Call(context.Background(), p, req(cmd, "c1", cfg)); err != nil {
+				if _, err := cni.Call(context.Background(), p, testnet.Request(cmd, "c1", cfg)); err != nil {
 					t.Fatalf("%s without mappings: %v", cmd, err)
 				}
 			}
@@ -404,7 +392,7 @@ func TestFailedAddLeavesNothing(t *testing.T) {
 		// after the owner's rules were queued.
 		e.nft(t, "add", "table", "inet", portmap.NftTable)
 		e.nft(t, "add", "chain", "inet", portmap.NftTable, "prerouting", "{ type filter hook prerouting priority 0 ; }")
-		_, err := e.call(t, req(cni.CmdAdd, "c1", conf(t, "1.0.0", c1, []pm{tcp(8080, 80)}, nil)))
+		_, err := e.call(t, testnet.Request(cni.CmdAdd, "c1", conf(t, "1.0.0", c1, []pm{tcp(8080, 80)}, nil)))
 		if err == nil {
 			t.Fatal("ADD succeeded against a conflicting chain")
 		}
@@ -416,7 +404,7 @@ func TestFailedAddLeavesNothing(t *testing.T) {
 		e := newEnv(t)
 		c1 := e.AddContainer(t, e.br, 2)
 		cfg := conf(t, "1.0.0", c1, []pm{tcp(8080, 80)}, pm{"backend": "iptables", "externalSetMarkChain": "NO-SUCH-CHAIN"})
-		if _, err := e.call(t, req(cni.CmdAdd, "c1", cfg)); err == nil {
+		if _, err := e.call(t, testnet.Request(cni.CmdAdd, "c1", cfg)); err == nil {
 			t.Fatal("ADD succeeded with a missing external mark chain")
 		}
 		for _, v6 := range []bool{false, true} {
@@ -481,15 +469,15 @@ func TestCheck(t *testing.T) {
 			c1 := e.AddContainer(t, e.br, 2)
 			cfg := conf(t, "1.0.0", c1, []pm{tcp(8080, 80), udp(5353, 53)}, pm{"backend": be})
 			e.mustAdd(t, "c1", cfg)
-			if _, err := e.call(t, req(cni.CmdCheck, "c1", cfg)); err != nil {
+			if _, err := e.call(t, testnet.Request(cni.CmdCheck, "c1", cfg)); err != nil {
 				t.Fatalf("CHECK after ADD: %v", err)
 			}
 			other := conf(t, "1.0.0", c1, []pm{tcp(9999, 80)}, pm{"backend": be})
-			if _, err := e.call(t, req(cni.CmdCheck, "c1", other)); err == nil {
+			if _, err := e.call(t, testnet.Request(cni.CmdCheck, "c1", other)); err == nil {
 				t.Fatal("CHECK passed for a mapping that was never added")
 			}
 			e.mustDel(t, "c1", cfg)
-			if _, err := e.call(t, req(cni.CmdCheck, "c1", cfg)); err == nil {
+			if _, err := e.call(t, testnet.Request(cni.CmdCheck, "c1", cfg)); err == nil {
 				t.Fatal("CHECK passed after DEL")
 			}
 		})
@@ -509,7 +497,7 @@ func TestReAddReplaces(t *testing.T) {
 			wantFail(t, "mapping of the replaced ADD", got, err)
 			got, err = testnet.DialTCP(e.Ext, testnet.HostPort(testnet.HostExtIP4, 8081))
 			wantPeer(t, "mapping of the second ADD", got, err, testnet.ExtIP4)
-			if _, err := e.call(t, req(cni.CmdCheck, "c1", cfg)); err != nil {
+			if _, err := e.call(t, testnet.Request(cni.CmdCheck, "c1", cfg)); err != nil {
 				t.Fatalf("CHECK after re-ADD: %v", err)
 			}
 		})
@@ -551,7 +539,7 @@ func TestConfigErrors(t *testing.T) {
 			if cmd == cni.CmdDel && c.name == "no prevResult" {
 				continue // DEL needs no prevResult
 			}
-			_, err := cni.Call(context.Background(), p, req(cmd, "c1", []byte(body)))
+			_, err := cni.Call(context.Background(), p, testnet.Request(cmd, "c1", []byte(body)))
 			if got := cni.AsTypesError(err); err == nil || got.Code != c.code {
 				t.Errorf("%s %s: error %v, want code %d", cmd, c.name, err, c.code)
 			} else if c.code == types.ErrInvalidNetworkConfig && !strings.Contains(got.Msg, ":") {
@@ -567,11 +555,11 @@ func TestEveryVersionExec(t *testing.T) {
 	for _, v := range cni.SupportedVersions() {
 		t.Run(v, func(t *testing.T) {
 			e := newEnv(t)
-			bin := testnet.WrapInNS(t, dir+"/portmap", e.Host.Path())
+			bin := testutil.InHost(t, e.Host.Path(), dir+"/portmap")
 			c1 := e.AddContainer(t, e.br, 2)
 			testnet.Serve(t, c1.NS, 80)
 			cfg := conf(t, v, c1, []pm{tcp(8080, 80)}, nil)
-			r := req(cni.CmdAdd, "c1", cfg)
+			r := testnet.Request(cni.CmdAdd, "c1", cfg)
 			out, err := testutil.Exec(context.Background(), bin, r)
 			if err != nil {
 				t.Fatalf("ADD: %v", err)

@@ -6,23 +6,19 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
-	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/knit-cni/knit/pkg/attachtest"
 	"github.com/knit-cni/knit/pkg/cni"
 	"github.com/knit-cni/knit/pkg/masq"
-	"github.com/knit-cni/knit/pkg/nftowner"
 	"github.com/knit-cni/knit/pkg/testutil"
 	"github.com/knit-cni/knit/plugins/hostlocal"
 	"github.com/knit-cni/knit/plugins/ptp"
@@ -109,7 +105,7 @@ func (w *world) exec(bin string, req *cni.Request, dirs ...string) ([]byte, erro
 	w.t.Helper()
 	r := *req
 	r.Path = dirs
-	return testutil.Exec(context.Background(), attachtest.InHost(w.t, w.host.Path(), bin), &r)
+	return testutil.ExecIn(context.Background(), w.host, bin, &r)
 }
 
 func (w *world) held(ip string) bool {
@@ -122,41 +118,9 @@ func knitBin(t *testing.T) (string, string) {
 	return filepath.Join(dir, "ptp"), dir
 }
 
-func run(ns *testutil.NS, name string, args ...string) (string, error) {
-	a := append([]string{"--net=" + ns.Path(), name}, args...)
-	out, err := exec.Command("nsenter", a...).CombinedOutput()
-	return string(out), err
-}
-
-func ping(t *testing.T, ns *testutil.NS, ip string) {
-	t.Helper()
-	var out string
-	var err error
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
-		if out, err = run(ns, "ping", "-c1", "-W1", ip); err == nil {
-			return
-		}
-	}
-	t.Fatalf("ping %s from %s: %v\n%s", ip, ns.Path(), err, out)
-}
-
 func link(t *testing.T, ns *testutil.NS, name string) netlink.Link {
 	t.Helper()
 	return attachtest.Link(t, ns, name)
-}
-
-func sysctl(t *testing.T, ns *testutil.NS, key string) string {
-	t.Helper()
-	var v []byte
-	err := ns.Do(func() error {
-		var err error
-		v, err = os.ReadFile(filepath.Join("/proc/sys", key))
-		return err
-	})
-	if err != nil {
-		t.Fatalf("sysctl %s: %v", key, err)
-	}
-	return strings.TrimSpace(string(v))
 }
 
 func ipOf(t *testing.T, res *current.Result, v4 bool) net.IP {
@@ -224,84 +188,12 @@ func addrs(t *testing.T, h *netlink.Handle, l netlink.Link) []string {
 	return out
 }
 
-// masqRules returns the comments of the masquerade rules in the host.
+// masqRules returns the owner comments of the masquerade rules in the host.
 func masqRules(t *testing.T, w *world) []string {
 	t.Helper()
-	c, err := nftowner.Open(w.host.Fd())
+	r, err := masq.Owned(w.host.Fd())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.CloseLasting()
-	tbl := &nftables.Table{Family: nftables.TableFamilyINet, Name: masq.Table}
-	rules, err := c.GetRules(tbl, &nftables.Chain{Name: masq.ChecksChain, Table: tbl})
-	if nftowner.NotFound(err) {
-		return nil
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, r := range rules {
-		out = append(out, nftowner.CommentOf(r))
-	}
-	return out
-}
-
-func countOwned(rules []string, id string) int {
-	n := 0
-	for _, r := range rules {
-		if strings.Contains(r, " id="+id+" ") {
-			n++
-		}
-	}
-	return n
-}
-
-// serveOnce listens on addr inside ns and reports the remote address of
-// the first connection.
-func serveOnce(t *testing.T, ns *testutil.NS, addr string) <-chan string {
-	t.Helper()
-	var l net.Listener
-	if err := ns.Do(func() error {
-		var err error
-		l, err = net.Listen("tcp", addr)
-		return err
-	}); err != nil {
-		t.Fatalf("listen %s: %v", addr, err)
-	}
-	t.Cleanup(func() { l.Close() })
-	got := make(chan string, 1)
-	go func() {
-		c, err := l.Accept()
-		if err != nil {
-			got <- "accept: " + err.Error()
-			return
-		}
-		defer c.Close()
-		host, _, _ := net.SplitHostPort(c.RemoteAddr().String())
-		got <- host
-	}()
-	return got
-}
-
-// dialSeen connects from ns to addr and returns what the server saw.
-func dialSeen(t *testing.T, ns *testutil.NS, addr string, got <-chan string) string {
-	t.Helper()
-	err := ns.Do(func() error {
-		c, err := net.DialTimeout("tcp", addr, 3*time.Second)
-		if err == nil {
-			c.Close()
-		}
-		return err
-	})
-	if err != nil {
-		t.Fatalf("dial %s from %s: %v", addr, ns.Path(), err)
-	}
-	select {
-	case s := <-got:
-		return s
-	case <-time.After(5 * time.Second):
-		t.Fatal("server saw no connection")
-		return ""
-	}
+	return r
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/knit-cni/knit/pkg/attachtest"
 	"github.com/knit-cni/knit/pkg/cni"
+	"github.com/knit-cni/knit/pkg/nftowner"
 	"github.com/knit-cni/knit/pkg/testutil"
 )
 
@@ -86,7 +87,7 @@ func checkRouting(t *testing.T, w *world, c *testutil.NS, hostVeth string) {
 	if got := linkRoutes(t, w.host.H, hv); !reflect.DeepEqual(got, []string{"10.60.0.2/32 scope host"}) {
 		t.Fatalf("host routes %q", got)
 	}
-	if sysctl(t, w.host, "net/ipv4/ip_forward") != "1" {
+	if testutil.Sysctl(t, w.host, "net/ipv4/ip_forward") != "1" {
 		t.Fatal("forwarding off")
 	}
 }
@@ -99,16 +100,17 @@ func TestTraffic(t *testing.T) {
 	cfg := conf("1.0.0", `"mtu":1400,`+w.ipam("10.61.0.0/24", "fd61::/64"))
 	r1, r2 := w.add(c1, "c1", cfg), w.add(c2, "c2", cfg)
 	for _, v4 := range []bool{true, false} {
-		ping(t, w.host, ipOf(t, r1, v4).String())
+		testutil.MustPing(t, w.host, ipOf(t, r1, v4).String())
 		gw := "10.61.0.1"
 		if !v4 {
 			gw = "fd61::1"
 		}
-		ping(t, c1, gw)
-		ping(t, c1, ipOf(t, r2, v4).String())
+		testutil.MustPing(t, c1, gw)
+		testutil.MustPing(t, c1, ipOf(t, r2, v4).String())
 	}
-	got := serveOnce(t, c2, ipOf(t, r2, true).String()+":7100")
-	if seen := dialSeen(t, c1, ipOf(t, r2, true).String()+":7100", got); seen != ipOf(t, r1, true).String() {
+	got := testutil.ServeOnce(t, c2, ipOf(t, r2, true).String()+":7100")
+	testutil.DialGreeting(t, c1, ipOf(t, r2, true).String()+":7100")
+	if seen := testutil.Seen(t, got); seen != ipOf(t, r1, true).String() {
 		t.Fatalf("c2 saw %s, want c1's %s", seen, ipOf(t, r1, true))
 	}
 	for _, l := range []netlink.Link{link(t, c1, "eth0"), link(t, w.host, r1.Interfaces[0].Name)} {
@@ -138,15 +140,16 @@ func TestIPMasq(t *testing.T) {
 	cfg := conf("1.0.0", `"ipMasq":true,`+w.ipam("10.62.0.0/24"))
 	w.add(c1, "c1", cfg)
 	w.add(c2, "c2", cfg)
-	if r := masqRules(t, w); countOwned(r, "c1") != 1 || countOwned(r, "c2") != 1 {
+	if r := masqRules(t, w); nftowner.CountContainer(r, "c1") != 1 || nftowner.CountContainer(r, "c2") != 1 {
 		t.Fatalf("masquerade rules %q", r)
 	}
-	got := serveOnce(t, out, "192.168.251.2:7101")
-	if seen := dialSeen(t, c1, "192.168.251.2:7101", got); seen != "192.168.251.1" {
+	got := testutil.ServeOnce(t, out, "192.168.251.2:7101")
+	testutil.DialGreeting(t, c1, "192.168.251.2:7101")
+	if seen := testutil.Seen(t, got); seen != "192.168.251.1" {
 		t.Fatalf("outside saw %s, want the host's 192.168.251.1", seen)
 	}
 	w.del(c1, "c1", cfg)
-	if r := masqRules(t, w); countOwned(r, "c1") != 0 || countOwned(r, "c2") != 1 {
+	if r := masqRules(t, w); nftowner.CountContainer(r, "c1") != 0 || nftowner.CountContainer(r, "c2") != 1 {
 		t.Fatalf("after DEL c1: %q", r)
 	}
 }
@@ -268,7 +271,7 @@ func TestGC(t *testing.T) {
 	if _, err := w.do(&cni.Request{Command: cni.CmdGC, Config: gc}); err != nil {
 		t.Fatalf("GC: %v", err)
 	}
-	if r := masqRules(t, w); countOwned(r, "c1") != 0 || countOwned(r, "c2") != 1 {
+	if r := masqRules(t, w); nftowner.CountContainer(r, "c1") != 0 || nftowner.CountContainer(r, "c2") != 1 {
 		t.Fatalf("after GC: %q", r)
 	}
 	if w.held("10.67.0.2") || !w.held("10.67.0.3") {

@@ -104,7 +104,7 @@ func snapshot(t *testing.T, w *world, c *testutil.NS, res *current.Result) state
 		Sysctls: map[string]string{},
 	}
 	for _, k := range []string{"net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding", "net/ipv6/conf/" + hv.Attrs().Name + "/accept_ra"} {
-		s.Sysctls["host "+strings.Replace(k, hv.Attrs().Name, "VETH", 1)] = sysctl(t, w.host, k)
+		s.Sysctls["host "+strings.Replace(k, hv.Attrs().Name, "VETH", 1)] = testutil.Sysctl(t, w.host, k)
 	}
 	return s
 }

@@ -42,7 +42,7 @@ func TestChainAfterKnitBridge(t *testing.T) {
 	if o := outIf(t, cont, "192.0.2.1", "10.1.0.2"); o != "eth0" {
 		t.Fatalf("from eth0's address traffic leaves via %s", o)
 	}
-	if err := chaintest.Ping(cont, "10.68.0.1", ip); err != nil {
+	if err := testutil.Ping(cont, "10.68.0.1", ip); err != nil {
 		t.Fatalf("ping the bridge gateway from net1's address: %v", err)
 	}
 	if err := ch.Check(rt); err != nil {

@@ -79,7 +79,9 @@ func mustCIDR(s string) *net.IPNet {
 
 func run(t *testing.T, bin string, a *chaintest.Attachment, cmd cni.Command, req *cni.Request) ([]byte, error) {
 	t.Helper()
-	return chaintest.Exec(context.Background(), a.Host, bin, cmd, req)
+	r := *req
+	r.Command = cmd
+	return testutil.ExecIn(context.Background(), a.Host, bin, &r)
 }
 
 func wantCode(t *testing.T, err error, code uint) {
@@ -165,14 +167,14 @@ func TestSourceRoutingEveryVersion(t *testing.T) {
 			// eth0's address first: it resolves the gateway's MAC. The
 			// other way round, the ARP request carries net1's address,
 			// which the router's reverse-path filter drops too.
-			if err := chaintest.Ping(c, remoteIP, "10.1.0.2"); err != nil {
+			if err := testutil.Ping(c, remoteIP, "10.1.0.2"); err != nil {
 				t.Fatalf("ping from eth0's address: %v", err)
 			}
-			if err := chaintest.Ping(c, remoteIP, "10.2.0.2"); err == nil {
+			if err := testutil.Ping(c, remoteIP, "10.2.0.2"); err == nil {
 				t.Fatal("ping from net1's address worked without sbr: the topology proves nothing")
 			}
 			conf := chaintest.Conf(t, v, "sbrnet", `{"type":"sbr"}`, tp.second.Result)
-			req := &cni.Request{ContainerID: "c1", Netns: c.Path(), IfName: "net1", Config: conf}
+			req := &cni.Request{Command: cni.CmdAdd, ContainerID: "c1", Netns: c.Path(), IfName: "net1", Config: conf}
 			out, err := run(t, bin, tp.main, cni.CmdAdd, req)
 			if err != nil {
 				t.Fatalf("ADD: %v", err)
@@ -197,7 +199,7 @@ func TestSourceRoutingEveryVersion(t *testing.T) {
 			if o := outIf(t, c, remoteIP, "10.1.0.2"); o != "eth0" {
 				t.Fatalf("from 10.1.0.2 the container routes via %s", o)
 			}
-			if err := chaintest.Ping(c, remoteIP, "10.2.0.2"); err != nil {
+			if err := testutil.Ping(c, remoteIP, "10.2.0.2"); err != nil {
 				t.Fatalf("ping from net1's address with sbr: %v", err)
 			}
 			if v >= "0.4.0" {
@@ -303,7 +305,7 @@ func TestConfiguredTable(t *testing.T) {
 	if got := routes(t, c, unix.RT_TABLE_MAIN); fmt.Sprint(got) != fmt.Sprint(mainBefore) {
 		t.Fatalf("main table changed: %v, was %v", got, mainBefore)
 	}
-	if err := chaintest.Ping(c, remoteIP, "10.2.0.2"); err != nil {
+	if err := testutil.Ping(c, remoteIP, "10.2.0.2"); err != nil {
 		t.Fatalf("ping via table 5001: %v", err)
 	}
 	if _, err := run(t, bin, tp.main, cni.CmdCheck, req); err != nil {
@@ -398,7 +400,7 @@ func TestInvalid(t *testing.T) {
 	}
 	for _, cs := range cases {
 		t.Run(cs.name, func(t *testing.T) {
-			req := &cni.Request{ContainerID: "c1", Netns: c.Path(), IfName: "net1", Config: chaintest.Conf(t, "1.0.0", "sbrnet", cs.body, cs.prev)}
+			req := &cni.Request{Command: cni.CmdAdd, ContainerID: "c1", Netns: c.Path(), IfName: "net1", Config: chaintest.Conf(t, "1.0.0", "sbrnet", cs.body, cs.prev)}
 			_, err := run(t, bin, tp.main, cni.CmdAdd, req)
 			wantCode(t, err, cs.code)
 			if got := rules(t, c); len(got) != 0 {
@@ -449,8 +451,8 @@ func TestConcurrentInterfaces(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			req := &cni.Request{ContainerID: "c1", Netns: c.Path(), IfName: a.ContIf, Config: chaintest.Conf(t, "1.0.0", "sbrnet", `{"type":"sbr"}`, a.Result)}
-			_, errs[i] = chaintest.Exec(context.Background(), a.Host, bin, cni.CmdAdd, req)
+			req := &cni.Request{Command: cni.CmdAdd, ContainerID: "c1", Netns: c.Path(), IfName: a.ContIf, Config: chaintest.Conf(t, "1.0.0", "sbrnet", `{"type":"sbr"}`, a.Result)}
+			_, errs[i] = testutil.ExecIn(context.Background(), a.Host, bin, req)
 		}()
 	}
 	wg.Wait()

@@ -42,7 +42,7 @@ func TestChainAfterKnitBridge(t *testing.T) {
 	if !found {
 		t.Fatalf("result does not report the new MAC: %+v", res.Interfaces)
 	}
-	if err := chaintest.Ping(cont, "10.66.0.1", ""); err != nil {
+	if err := testutil.Ping(cont, "10.66.0.1", ""); err != nil {
 		t.Fatalf("ping the bridge gateway with the tuned MAC: %v", err)
 	}
 	if err := ch.Check(rt); err != nil {

@@ -169,7 +169,7 @@ func TestTrafficAfterMACChange(t *testing.T) {
 	testutil.RequireRoot(t)
 	bin := filepath.Join(testutil.PluginDir(t), "tuning")
 	a := chaintest.NewVeth(t, chaintest.VethOpts{})
-	if err := chaintest.Ping(a.Cont, a.HostAddr.IP.String(), ""); err != nil {
+	if err := testutil.Ping(a.Cont, a.HostAddr.IP.String(), ""); err != nil {
 		t.Fatalf("ping before: %v", err)
 	}
 	conf := chaintest.Conf(t, "1.1.0", "tnet", fmt.Sprintf(`{"type":"tuning","dataDir":%q,"mac":"02:11:22:33:44:55","mtu":1280}`, t.TempDir()), a.Result)
@@ -178,10 +178,10 @@ func TestTrafficAfterMACChange(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The host learns the new MAC by ARP: traffic still flows.
-	if _, err := chaintest.In(context.Background(), a.Host, "ip", "neigh", "flush", "all"); err != nil {
+	if _, err := testutil.In(context.Background(), a.Host, "ip", "neigh", "flush", "all"); err != nil {
 		t.Fatal(err)
 	}
-	if err := chaintest.Ping(a.Cont, a.HostAddr.IP.String(), ""); err != nil {
+	if err := testutil.Ping(a.Cont, a.HostAddr.IP.String(), ""); err != nil {
 		t.Fatalf("ping after MAC change: %v", err)
 	}
 }

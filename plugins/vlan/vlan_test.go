@@ -14,7 +14,6 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/knit-cni/knit/pkg/attachtest"
-	"github.com/knit-cni/knit/pkg/chaintest"
 	"github.com/knit-cni/knit/pkg/cni"
 	"github.com/knit-cni/knit/pkg/testutil"
 	"github.com/knit-cni/knit/plugins/builtin"
@@ -93,7 +92,7 @@ func TestAddCheckDelEveryVersion(t *testing.T) {
 			if len(res.Interfaces) != 1 || res.Interfaces[0].Mac != l.Attrs().HardwareAddr.String() || *res.IPs[0].Interface != 0 {
 				t.Errorf("result %+v", res)
 			}
-			if err := chaintest.Ping(cont, "10.7.42.1", ""); err != nil {
+			if err := testutil.Ping(cont, "10.7.42.1", ""); err != nil {
 				t.Errorf("tagged traffic does not reach the peer's VLAN 42: %v", err)
 			}
 			if v >= "0.4.0" {
@@ -122,7 +121,7 @@ func TestOtherVLANIsolated(t *testing.T) {
 	if _, err := e.call(t, cni.CmdAdd, cont, attachtest.Conf(t, "1.0.0", body(43, attachtest.Static("10.7.42.20/24", "")), nil)); err != nil {
 		t.Fatal(err)
 	}
-	if err := chaintest.Ping(cont, "10.7.42.1", ""); err == nil {
+	if err := testutil.Ping(cont, "10.7.42.1", ""); err == nil {
 		t.Error("VLAN 43 reached VLAN 42")
 	}
 }
@@ -221,7 +220,7 @@ func TestHostLocal(t *testing.T) {
 	if a := attachtest.Allocations(t, dir); len(a) != 1 || a[0] != res.IPs[0].Address.IP.String() {
 		t.Fatalf("allocations %v, result %v", a, res.IPs)
 	}
-	if err := chaintest.Ping(cont, "10.7.42.1", ""); err != nil {
+	if err := testutil.Ping(cont, "10.7.42.1", ""); err != nil {
 		t.Errorf("no traffic: %v", err)
 	}
 	if _, err := e.call(t, cni.CmdDel, nil, conf); err != nil {

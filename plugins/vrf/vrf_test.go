@@ -16,7 +16,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/knit-cni/knit/pkg/attachtest"
-	"github.com/knit-cni/knit/pkg/chaintest"
 	"github.com/knit-cni/knit/pkg/cni"
 	"github.com/knit-cni/knit/pkg/testutil"
 	"github.com/knit-cni/knit/plugins/builtin"
@@ -118,10 +117,10 @@ func TestAddCheckDelEveryVersion(t *testing.T) {
 			}
 			// Traffic: through the VRF the peer answers; the main table no
 			// longer knows the subnet.
-			if err := chaintest.Ping(cont, "10.3.1.1", "blue"); err != nil {
+			if err := testutil.Ping(cont, "10.3.1.1", "blue"); err != nil {
 				t.Errorf("ping through the VRF: %v", err)
 			}
-			if err := chaintest.Ping(cont, "10.3.1.1", ""); err == nil {
+			if err := testutil.Ping(cont, "10.3.1.1", ""); err == nil {
 				t.Error("the main table still reaches the VRF's subnet")
 			}
 			if v >= "0.4.0" {
@@ -188,7 +187,7 @@ func TestSharedAndOverlappingVRFs(t *testing.T) {
 		t.Fatalf("two VRFs share table %d", red.Table)
 	}
 	for _, vrf := range []string{"red", "green"} {
-		if err := chaintest.Ping(other, "10.3.5.1", vrf); err != nil {
+		if err := testutil.Ping(other, "10.3.5.1", vrf); err != nil {
 			t.Errorf("ping in VRF %s: %v", vrf, err)
 		}
 	}

@@ -117,6 +117,9 @@ func apply(ctx context.Context, eng *nmstate.Engine, file string, probes []nmsta
 	if err != nil {
 		return err
 	}
+	if dns, ok := eng.DNSProbe(desired, 5*time.Second); ok && len(probes) > 0 {
+		probes = append(probes, dns)
+	}
 	start := time.Now()
 	if err := eng.Apply(ctx, desired, probes...); err != nil {
 		return err

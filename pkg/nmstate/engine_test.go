@@ -5,10 +5,12 @@ import (
 	"errors"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 
@@ -360,5 +362,54 @@ func BenchmarkApplyVerify(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.StartTimer()
+	}
+}
+
+// The DNS probe asks the servers the desired state configures: a real
+// dnsmasq answering in the segment namespace passes, a missing server fails.
+func TestDNSProbe(t *testing.T) {
+	if _, err := exec.LookPath("dnsmasq"); err != nil {
+		t.Skip("dnsmasq not installed")
+	}
+	n := newNode(t)
+	peer, _ := n.seg.H.LinkByName("peer0")
+	a, _ := netlink.ParseAddr("10.71.0.1/24")
+	if err := n.seg.H.AddrAdd(peer, a); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dns := exec.CommandContext(ctx, "nsenter", "--net="+n.seg.Path(), "dnsmasq", "--keep-in-foreground",
+		"--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--listen-address=10.71.0.1", "--bind-interfaces",
+		"--pid-file=", "--address=/knit.test/10.71.0.9")
+	if err := dns.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cancel(); _ = dns.Wait() }()
+	d := mustParse(t, `
+interfaces:
+- name: ens35
+  ipv4: {enabled: true, address: [{ip: 10.71.0.2, prefix-length: 24}]}
+dns-resolver:
+  config: {server: [10.71.0.1]}
+`)
+	probe, ok := n.eng.DNSProbe(d, time.Second)
+	if !ok {
+		t.Fatal("no DNS probe for a state with servers")
+	}
+	if err := n.eng.Apply(context.Background(), d, probe); err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	// The server answers once the node has its address; poll for dnsmasq's start.
+	deadline := time.Now().Add(5 * time.Second)
+	for err := probe.Run(context.Background()); err != nil; err = probe.Run(context.Background()) {
+		if time.Now().After(deadline) {
+			t.Fatalf("DNS probe against a live server: %v", err)
+		}
+		<-time.After(50 * time.Millisecond) // poll interval
+	}
+	dead, _ := n.eng.DNSProbe(mustParse(t, "dns-resolver: {config: {server: [10.71.0.77]}}\n"), 300*time.Millisecond)
+	if err := dead.Run(context.Background()); err == nil {
+		t.Fatal("DNS probe against a missing server passed")
 	}
 }

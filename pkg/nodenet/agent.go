@@ -176,7 +176,11 @@ func (a *Agent) enact(ctx context.Context, p *api.NodeNetworkConfigurationPolicy
 		return reconcile.Result{}, errors.Join(err, a.releaseSlot(context.WithoutCancel(ctx), p.Name))
 	}
 	start := a.now()
-	applyErr := a.Engine.Apply(ctx, desired, a.probes()...)
+	probes := a.probes()
+	if dns, ok := a.Engine.DNSProbe(desired, a.probeTimeout()); ok {
+		probes = append(probes, dns)
+	}
+	applyErr := a.Engine.Apply(ctx, desired, probes...)
 	// The slot goes back before the result is reported, so the policy is
 	// never Available while a node still counts as unavailable.
 	if err := a.releaseSlot(context.WithoutCancel(ctx), p.Name); err != nil {
@@ -205,7 +209,8 @@ func (a *Agent) probeTimeout() time.Duration {
 }
 
 // probes are kubernetes-nmstate's: the default gateway answers and the API
-// server answers. Each runs only if it passed before the change.
+// server answers (plus DNS when the policy configures servers, added by
+// enact). Each runs only if it passed before the change.
 func (a *Agent) probes() []nmstate.Probe {
 	api := nmstate.Probe{Name: "api-server", Run: func(ctx context.Context) error {
 		deadline := time.Now().Add(a.probeTimeout())

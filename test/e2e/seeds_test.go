@@ -226,6 +226,10 @@ func (c *Cluster) distinct(t *testing.T, ns, pod, node string, recreate func(), 
 		}
 		t.Logf("%s/%s: %s (host-local is per node): recreating the pod", ns, pod, clash)
 		c.DeletePod(t, ns, pod)
+		// The old sandbox must be torn down before the new pod comes up: a
+		// duplicate address still answering ARP on the segment would be
+		// cached by the new pod's peers.
+		c.waitReleased(t, node, networks, got)
 		recreate()
 		c.WaitReady(t, ns, pod)
 	}
@@ -248,4 +252,29 @@ func (c *Cluster) leasedElsewhere(t *testing.T, node string) map[string]string {
 		}
 	}
 	return taken
+}
+
+// waitReleased polls until none of ifaces' addresses is leased on node any
+// more (the sandbox's CNI DEL ran).
+func (c *Cluster) waitReleased(t *testing.T, node string, networks map[string]string, ifaces map[string]Iface) {
+	t.Helper()
+	err := poll(context.Background(), releaseWait, func(ctx context.Context) error {
+		allocs, err := c.Allocations(ctx, node)
+		if err != nil {
+			return err
+		}
+		held := map[string]bool{}
+		for _, a := range allocs {
+			held[a.Network+"/"+a.IP] = true
+		}
+		for ifn, network := range networks {
+			if key := network + "/" + ifaces[ifn].Addr.Addr().String(); held[key] {
+				return fmt.Errorf("%s still leased on %s", key, node)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }

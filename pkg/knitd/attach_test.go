@@ -44,6 +44,10 @@ func TestCommaForms(t *testing.T) {
 			t.Errorf("%s addresses %v, want one in %s0/24", ifname, a, prefix)
 		}
 	}
+	// net1 and net3 are one NAD: two allocations of one host-local network.
+	if a1, a3 := addrs(t, p.sandbox, "net1"), addrs(t, p.sandbox, "net3"); len(a1) == 1 && len(a3) == 1 && a1[0] == a3[0] {
+		t.Errorf("net1 and net3 share address %s", a1[0])
+	}
 
 	st := e.status(p)
 	if len(st) != 4 {

@@ -14,25 +14,8 @@ import (
 	"runtime/debug"
 	"syscall"
 
-	"github.com/knit-cni/knit/pkg/cni"
 	"github.com/knit-cni/knit/pkg/knitd"
-	"github.com/knit-cni/knit/plugins/bandwidth"
-	"github.com/knit-cni/knit/plugins/bridge"
-	"github.com/knit-cni/knit/plugins/dummy"
-	"github.com/knit-cni/knit/plugins/firewall"
-	"github.com/knit-cni/knit/plugins/hostdevice"
-	"github.com/knit-cni/knit/plugins/hostlocal"
-	"github.com/knit-cni/knit/plugins/ipvlan"
-	"github.com/knit-cni/knit/plugins/loopback"
-	"github.com/knit-cni/knit/plugins/macvlan"
-	"github.com/knit-cni/knit/plugins/portmap"
-	"github.com/knit-cni/knit/plugins/ptp"
-	"github.com/knit-cni/knit/plugins/sbr"
-	"github.com/knit-cni/knit/plugins/static"
-	"github.com/knit-cni/knit/plugins/tap"
-	"github.com/knit-cni/knit/plugins/tuning"
-	"github.com/knit-cni/knit/plugins/vlan"
-	"github.com/knit-cni/knit/plugins/vrf"
+	"github.com/knit-cni/knit/plugins/inprocess"
 )
 
 func main() {
@@ -79,7 +62,7 @@ func run() error {
 	for _, w := range warnings {
 		log.Warn(w, "config", *path)
 	}
-	d, err := knitd.New(cfg, knitd.Options{Registry: registry(), Logger: log})
+	d, err := knitd.New(cfg, knitd.Options{Registry: inprocess.Registry(), Logger: log})
 	if err != nil {
 		return err
 	}
@@ -155,32 +138,5 @@ func tuneGC() {
 	}
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(40 << 20)
-	}
-}
-
-// registry holds the types knitd runs in-process: every built-in type but
-// dhcp, whose plugin is only a client of the dhcp daemon (knitd execs it
-// from the bin dir like any other type, a few milliseconds on a call that
-// waits for a lease anyway). Leaving it out keeps the DHCP library, net/rpc
-// and encoding/gob out of knitd's binary and resident memory.
-func registry() cni.Registry {
-	return cni.Registry{
-		"bandwidth":   bandwidth.Plugin{},
-		"bridge":      bridge.Plugin{},
-		"dummy":       dummy.Plugin{},
-		"firewall":    firewall.Plugin{},
-		"host-device": hostdevice.Plugin{},
-		"host-local":  hostlocal.Plugin{},
-		"ipvlan":      ipvlan.Plugin{},
-		"loopback":    loopback.Plugin{},
-		"macvlan":     macvlan.Plugin{},
-		"portmap":     portmap.Plugin{},
-		"ptp":         ptp.Plugin{},
-		"sbr":         sbr.Plugin{},
-		"static":      static.Plugin{},
-		"tap":         tap.Plugin{},
-		"tuning":      tuning.Plugin{},
-		"vlan":        vlan.Plugin{},
-		"vrf":         vrf.Plugin{},
 	}
 }

@@ -442,7 +442,7 @@ func Allocations(t testing.TB, dir string) []string {
 // namespace, and fails unless both print the same result (see
 // NormalizedResult) and leave the same Snapshot, passed through keep when
 // not nil, and unless DEL removes the link.
-func SideBySide(t *testing.T, ref, knit string, conf []byte, ifName string, keep func([]string) []string) {
+func SideBySide(t *testing.T, ref, knit string, conf []byte, ifName string, keep func([]string) []string) error {
 	t.Helper()
 	var results []map[string]any
 	var states [][]string
@@ -468,12 +468,14 @@ func SideBySide(t *testing.T, ref, knit string, conf []byte, ifName string, keep
 		}
 		NoLink(t, cont, ifName)
 	}
+	var errs []error
 	if !reflect.DeepEqual(results[0], results[1]) {
-		t.Errorf("results differ:\nref  %v\nknit %v", results[0], results[1])
+		errs = append(errs, fmt.Errorf("results differ:\nref  %v\nknit %v", results[0], results[1]))
 	}
 	if !reflect.DeepEqual(states[0], states[1]) {
-		t.Errorf("kernel state differs:\nref  %q\nknit %q", states[0], states[1])
+		errs = append(errs, fmt.Errorf("kernel state differs:\nref  %q\nknit %q", states[0], states[1]))
 	}
+	return errors.Join(errs...)
 }
 
 // WithoutNdiscNotify drops the ndisc_notify sysctl from a Snapshot:

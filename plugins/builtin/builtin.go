@@ -1,48 +1,16 @@
-// Package builtin lists knit's in-process plugin types by CNI type name.
+// Package builtin lists every plugin type of knit's multi-call binary by
+// CNI type name: the in-process types plus dhcp.
 package builtin
 
 import (
 	"github.com/knit-cni/knit/pkg/cni"
-	"github.com/knit-cni/knit/plugins/bandwidth"
-	"github.com/knit-cni/knit/plugins/bridge"
 	"github.com/knit-cni/knit/plugins/dhcp"
-	"github.com/knit-cni/knit/plugins/dummy"
-	"github.com/knit-cni/knit/plugins/firewall"
-	"github.com/knit-cni/knit/plugins/hostdevice"
-	"github.com/knit-cni/knit/plugins/hostlocal"
-	"github.com/knit-cni/knit/plugins/ipvlan"
-	"github.com/knit-cni/knit/plugins/loopback"
-	"github.com/knit-cni/knit/plugins/macvlan"
-	"github.com/knit-cni/knit/plugins/portmap"
-	"github.com/knit-cni/knit/plugins/ptp"
-	"github.com/knit-cni/knit/plugins/sbr"
-	"github.com/knit-cni/knit/plugins/static"
-	"github.com/knit-cni/knit/plugins/tap"
-	"github.com/knit-cni/knit/plugins/tuning"
-	"github.com/knit-cni/knit/plugins/vlan"
-	"github.com/knit-cni/knit/plugins/vrf"
+	"github.com/knit-cni/knit/plugins/inprocess"
 )
 
 // Registry returns a registry of every built-in plugin type.
 func Registry() cni.Registry {
-	return cni.Registry{
-		"bandwidth":   bandwidth.Plugin{},
-		"bridge":      bridge.Plugin{},
-		"dhcp":        dhcp.Plugin{},
-		"dummy":       dummy.Plugin{},
-		"firewall":    firewall.Plugin{},
-		"host-device": hostdevice.Plugin{},
-		"host-local":  hostlocal.Plugin{},
-		"ipvlan":      ipvlan.Plugin{},
-		"loopback":    loopback.Plugin{},
-		"macvlan":     macvlan.Plugin{},
-		"portmap":     portmap.Plugin{},
-		"ptp":         ptp.Plugin{},
-		"sbr":         sbr.Plugin{},
-		"static":      static.Plugin{},
-		"tap":         tap.Plugin{},
-		"tuning":      tuning.Plugin{},
-		"vlan":        vlan.Plugin{},
-		"vrf":         vrf.Plugin{},
-	}
+	r := inprocess.Registry()
+	r["dhcp"] = dhcp.Plugin{}
+	return r
 }

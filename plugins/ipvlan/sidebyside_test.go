@@ -22,7 +22,9 @@ func TestSideBySideWithReference(t *testing.T) {
 	} {
 		for _, v := range []string{"0.3.1", "0.4.0", "1.0.0"} {
 			t.Run(fmt.Sprintf("%s/%s", name, v), func(t *testing.T) {
-				attachtest.SideBySide(t, ref, knit, attachtest.Conf(t, v, b, nil), "net1", attachtest.WithoutNdiscNotify)
+				if err := attachtest.SideBySide(t, ref, knit, attachtest.Conf(t, v, b, nil), "net1", attachtest.WithoutNdiscNotify); err != nil {
+					t.Error(err)
+				}
 			})
 		}
 	}

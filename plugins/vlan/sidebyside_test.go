@@ -18,7 +18,9 @@ func TestSideBySideWithReference(t *testing.T) {
 	b := body(42, `"mtu":1400,"ipam":{"type":"static","addresses":[{"address":"10.7.42.80/24","gateway":"10.7.42.1"}],"routes":[{"dst":"10.70.0.0/16"}]}`)
 	for _, v := range []string{"0.3.1", "0.4.0", "1.0.0"} {
 		t.Run(v, func(t *testing.T) {
-			attachtest.SideBySide(t, ref, knit, attachtest.Conf(t, v, b, nil), "net1", nil)
+			if err := attachtest.SideBySide(t, ref, knit, attachtest.Conf(t, v, b, nil), "net1", nil); err != nil {
+				t.Error(err)
+			}
 		})
 	}
 }

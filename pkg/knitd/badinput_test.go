@@ -1,6 +1,7 @@
 package knitd_test
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -81,5 +82,32 @@ func TestBadInput(t *testing.T) {
 				t.Errorf("DEL after failed ADD: %v", err)
 			}
 		})
+	}
+}
+
+// A runtime passing the host's namespace as CNI_NETNS is refused with code
+// 8 before anything is attached: the plugins would otherwise rename and
+// move host links.
+func TestHostNetnsRefused(t *testing.T) {
+	e := newEnv(t)
+	p := e.pod("host-ns", nil)
+	before := links(t, e.host)
+	rt := e.rt(p)
+	rt.NetNS = e.host.Path()
+	err := e.host.Do(func() error {
+		_, err := e.cniConf.AddNetworkList(context.Background(), e.confList(), rt)
+		return err
+	})
+	if te := cniError(t, err); te.Code != 8 || !strings.Contains(te.Msg, "host's network namespace") {
+		t.Fatalf("ADD into the host namespace: code %d %q, want code 8", te.Code, te.Msg)
+	}
+	if after := links(t, e.host); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Errorf("host links changed: %v -> %v", before, after)
+	}
+	if c := e.cacheFiles(); len(c) != 0 {
+		t.Errorf("cache entries left: %v", c)
+	}
+	if a := e.allocations("cbr0"); len(a) != 0 {
+		t.Errorf("addresses allocated: %v", a)
 	}
 }

@@ -51,6 +51,7 @@ type Daemon struct {
 	log      *slog.Logger
 	kube     *kube
 	registry cni.Delegator
+	hostNS   string // the namespace knitd treats as the host's
 	store    *attachcache.Store
 	runner   *delegate.Runner
 	metrics  *metrics
@@ -100,7 +101,11 @@ func New(cfg *Config, o Options) (*Daemon, error) {
 		}
 		reg = &nsDelegator{ns: host, inner: o.Registry}
 	}
-	d := &Daemon{cfg: cfg, log: log, kube: k, registry: reg,
+	hostNS := o.HostNetns
+	if hostNS == "" {
+		hostNS = "/proc/self/ns/net"
+	}
+	d := &Daemon{cfg: cfg, log: log, kube: k, registry: reg, hostNS: hostNS,
 		store:   &attachcache.Store{Dir: cfg.CacheDir},
 		metrics: newMetrics(), gone: map[string]time.Time{}, ready: make(chan struct{})}
 	d.runner = &delegate.Runner{Delegator: d.registry, Store: d.store, AfterAdd: d.afterAdd}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
+	"golang.org/x/sys/unix"
 
 	"github.com/knit-cni/knit/pkg/cni"
 )
@@ -123,28 +124,46 @@ func NewClient(socket string) *Client {
 
 // Do sends a request. A transport failure wraps ErrUnreachable; a CNI
 // failure is returned in the response.
+//
+// It uses a plain blocking socket, not package net: the shim is a process
+// that lives for one call, and setting up net's poller costs it more than
+// the exchange itself. SO_SNDTIMEO bounds connecting (a unix connect waits
+// only while knitd's backlog is full) and sending; ctx ending shuts the
+// socket down, which ends a blocked read.
 func (c *Client) Do(ctx context.Context, req *Request) (*Response, error) {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return nil, fmt.Errorf("encoding request: %w", err)
 	}
-	d := net.Dialer{Timeout: c.DialTimeout}
-	conn, err := d.DialContext(ctx, "unix", c.Socket)
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("%w at %s: %w", ErrUnreachable, c.Socket, err)
 	}
-	defer conn.Close()
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
+	defer unix.Close(fd)
+	if c.DialTimeout > 0 {
+		tv := unix.NsecToTimeval(c.DialTimeout.Nanoseconds())
+		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv); err != nil {
+			return nil, fmt.Errorf("%w at %s: %w", ErrUnreachable, c.Socket, err)
+		}
+	}
+	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: c.Socket}); err != nil {
+		return nil, fmt.Errorf("%w at %s: connecting: %w", ErrUnreachable, c.Socket, err)
+	}
+	// Shutdown, not close: the descriptor stays valid until Do returns.
+	stop := context.AfterFunc(ctx, func() { _ = unix.Shutdown(fd, unix.SHUT_RDWR) })
 	defer stop()
-	if _, err := conn.Write(body); err != nil {
+	if err := writeAll(fd, body); err != nil {
 		return nil, fmt.Errorf("%w at %s: sending: %w", ErrUnreachable, c.Socket, err)
 	}
-	if err := conn.(*net.UnixConn).CloseWrite(); err != nil {
+	if err := unix.Shutdown(fd, unix.SHUT_WR); err != nil {
 		return nil, fmt.Errorf("%w at %s: %w", ErrUnreachable, c.Socket, err)
 	}
-	b, err := io.ReadAll(io.LimitReader(conn, maxMessage))
+	b, err := readAll(fd, maxMessage)
 	if err == nil && len(b) == 0 {
 		err = io.ErrUnexpectedEOF
+	}
+	if ctx.Err() != nil {
+		err = ctx.Err()
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%w at %s: connection lost before an answer: %w", ErrUnreachable, c.Socket, err)
@@ -154,6 +173,43 @@ func (c *Client) Do(ctx context.Context, req *Request) (*Response, error) {
 		return nil, fmt.Errorf("knitd at %s: undecodable answer %q: %w", c.Socket, truncate(b), err)
 	}
 	return &out, nil
+}
+
+func writeAll(fd int, b []byte) error {
+	for len(b) > 0 {
+		n, err := unix.Write(fd, b)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// readAll reads until EOF, failing past limit bytes.
+func readAll(fd, limit int) ([]byte, error) {
+	b := make([]byte, 0, 4096)
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := unix.Read(fd, b[len(b):cap(b)])
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return b, err
+		}
+		if n == 0 {
+			return b, nil
+		}
+		if b = b[:len(b)+n]; len(b) > limit {
+			return b, fmt.Errorf("answer over %d bytes", limit)
+		}
+	}
 }
 
 func truncate(b []byte) string {

@@ -93,7 +93,7 @@ func (s *store) reserve(ip netip.Addr, owner string, set int) (bool, error) {
 		werr = cerr
 	}
 	if werr == nil {
-		werr = os.WriteFile(filepath.Join(s.dir, lastIPPrefix+strconv.Itoa(set)), []byte(ip.String()), 0o644)
+		werr = overwriteFile(filepath.Join(s.dir, lastIPPrefix+strconv.Itoa(set)), []byte(ip.String()))
 	}
 	if werr != nil {
 		os.Remove(path)

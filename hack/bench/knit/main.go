@@ -34,7 +34,7 @@ func main() {
 	iters := flag.Int("n", 40, "iterations per implementation")
 	pods := flag.Int("rss-pods", 110, "pods on the node for the memory measurement")
 	nads := flag.Int("rss-nads", 100, "NADs for the memory measurement")
-	profile := flag.String("cpuprofile", "", "write a CPU profile of knitd during the latency loop")
+	profile := flag.String("cpuprofile", "", "write a CPU profile of knitd during the latency loop to this file, and its allocation profile to FILE.allocs")
 	flag.Parse()
 	if err := run(context.Background(), *knitDir, *refDir, *iters, *pods, *nads, *profile); err != nil {
 		slog.Error("knit bench", "err", err)

@@ -230,5 +230,17 @@ func (b *bench) fetchProfile() error {
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(b.profile, data, 0o644)
+	if err := os.WriteFile(b.profile, data, 0o644); err != nil {
+		return err
+	}
+	resp2, err := http.Get("http://" + metricsAddr + "/debug/pprof/allocs")
+	if err != nil {
+		return err
+	}
+	defer resp2.Body.Close()
+	data, err = io.ReadAll(resp2.Body)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(b.profile+".allocs", data, 0o644)
 }

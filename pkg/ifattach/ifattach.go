@@ -119,7 +119,7 @@ func (s *Setup) Run(ctx context.Context) (res *current.Result, err error) {
 		}
 	}()
 	res, own := Merge(prev, s.iface(l), addrs, s.Conf.DNS)
-	if err := s.configure(own); err != nil {
+	if err := s.configure(l, own); err != nil {
 		return nil, err
 	}
 	return res, nil
@@ -149,14 +149,10 @@ func (s *Setup) remove(ctx context.Context) error {
 }
 
 // configure applies own (a result holding only the new link's addresses and
-// routes) to the link and sets it up.
-func (s *Setup) configure(own *current.Result) error {
+// routes) to the link l that Create made, and sets it up.
+func (s *Setup) configure(l netlink.Link, own *current.Result) error {
 	ifName := s.Req.IfName
 	if len(own.IPs) == 0 {
-		l, err := s.Cont.NL.LinkByName(ifName)
-		if err != nil {
-			return fmt.Errorf("looking up %s: %w", ifName, err)
-		}
 		if err := s.Cont.NL.LinkSetUp(l); err != nil {
 			return fmt.Errorf("setting %s up: %w", ifName, err)
 		}
@@ -170,7 +166,7 @@ func (s *Setup) configure(own *current.Result) error {
 			return nil
 		})
 	}
-	return ipam.ConfigureIface(s.Cont.NL, ifName, own, false)
+	return ipam.ConfigureLink(s.Cont.NL, l, own, false)
 }
 
 // Merge returns the result of a plugin that added iface with the addresses

@@ -3,6 +3,10 @@ package ifattach
 import (
 	"context"
 	"errors"
+	"fmt"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/knit-cni/knit/pkg/cni"
 	"github.com/knit-cni/knit/pkg/ipam"
@@ -94,10 +98,12 @@ func OpenHost(path string) (*netns.Target, error) {
 	if err != nil {
 		return nil, err
 	}
-	h, err := ns.Handle()
+	// The calling thread is in this namespace already: a plain handle
+	// spares NewHandleAt's switch there and back.
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		ns.Close()
-		return nil, err
+		return nil, fmt.Errorf("netlink handle: %w", err)
 	}
 	return &netns.Target{NS: ns, NL: h}, nil
 }

@@ -56,6 +56,13 @@ func ConfigureIface(h *netlink.Handle, ifName string, res *current.Result, dad b
 	if err != nil {
 		return fmt.Errorf("looking up %q: %w", ifName, err)
 	}
+	return ConfigureLink(h, link, res, dad)
+}
+
+// ConfigureLink is ConfigureIface for a link the caller already holds
+// (with its index), saving the lookup.
+func ConfigureLink(h *netlink.Handle, link netlink.Link, res *current.Result, dad bool) error {
+	ifName := link.Attrs().Name
 	var gw4, gw6 net.IP
 	for _, ipc := range res.IPs {
 		if !pointsAt(ipc, res.Interfaces, ifName) {

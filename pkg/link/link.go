@@ -10,6 +10,8 @@ import (
 	"net"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	vns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/knit-cni/knit/pkg/cni"
@@ -37,6 +39,9 @@ type VethOpts struct {
 	HostMaster int
 	// HostUp sets the host end up in the creating request.
 	HostUp bool
+	// HostNS is the namespace the host handle is bound to, when that is
+	// not the calling thread's (the pair is created from a socket there).
+	HostNS *netns.NS
 }
 
 // ErrExists reports that the container already has the requested name.
@@ -44,17 +49,17 @@ func ErrExists(ifName string) error {
 	return &cni.Error{Code: cni.ErrLinkExists, Msg: fmt.Sprintf("container already has an interface named %q", ifName)}
 }
 
-// AddVeth creates a veth pair from the host namespace (host) with its peer
-// created directly inside cont, so no thread ever switches namespaces. It
-// returns the host end. The pair is removed again if anything after the
-// create fails.
+// AddVeth creates a veth pair from the host namespace (host's; see
+// VethOpts.HostNS) with its peer created directly inside cont, so no thread
+// ever switches namespaces. It returns the host end. The
+// pair is removed again if anything after the create fails.
 func AddVeth(host *netlink.Handle, cont *netns.NS, contH *netlink.Handle, o VethOpts) (*netlink.Veth, error) {
 	for range 5 {
 		name, err := RandomName("veth")
 		if err != nil {
 			return nil, err
 		}
-		err = host.LinkAdd(vethRequest(name, o, cont))
+		hv, err := createVeth(name, o, cont)
 		if errors.Is(err, unix.EEXIST) {
 			// One end's name is taken. Looking only now saves every ADD
 			// a round trip.
@@ -64,37 +69,127 @@ func AddVeth(host *netlink.Handle, cont *netns.NS, contH *netlink.Handle, o Veth
 			continue // host name collision: pick another
 		}
 		if err != nil {
-			// With HostMaster the pair exists when joining the master fails.
+			// The master is set in the creating request, so a failure to
+			// join it leaves no pair; deleting by name covers older kernels.
 			_ = DelByName(host, name)
 			return nil, fmt.Errorf("creating veth %s/%s: %w", name, o.IfName, err)
 		}
-		hv, err := hostEnd(host, name)
-		if err != nil {
-			_ = DelByName(host, name) // takes the container end with it
-			return nil, err
+		if hv == nil { // a kernel that does not echo the new link (< 6.3)
+			if hv, err = hostEnd(host, name); err != nil {
+				_ = DelByName(host, name) // takes the container end with it
+				return nil, err
+			}
 		}
 		return hv, nil
 	}
 	return nil, fmt.Errorf("could not find a free host veth name")
 }
 
-// vethRequest is the pair to create. The library sets the master (after
-// looking the new link up by name, which it does anyway).
-func vethRequest(name string, o VethOpts, cont *netns.NS) *netlink.Veth {
-	attrs := netlink.LinkAttrs{Name: name, MTU: o.MTU, MasterIndex: o.HostMaster}
+// createVeth sends one RTM_NEWLINK for the pair, from the calling thread's
+// namespace or o.HostNS: the host end named name, up and enslaved to its
+// master as asked, the peer created in cont. The library's LinkAdd needs
+// three more round trips for the same (a lookup for the index, a separate
+// set-master, then our lookup of the result); here NLM_F_ECHO makes the
+// kernel answer with the new host end. It returns nil without error when
+// the kernel did not echo. Both ends keep the kernel's default txqueuelen,
+// as the reference plugins leave it.
+func createVeth(name string, o VethOpts, cont *netns.NS) (*netlink.Veth, error) {
+	req := nl.NewNetlinkRequest(unix.RTM_NEWLINK, unix.NLM_F_CREATE|unix.NLM_F_EXCL|unix.NLM_F_ACK|unix.NLM_F_ECHO)
+	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
 	if o.HostUp {
-		attrs.Flags = net.FlagUp
+		msg.Flags, msg.Change = unix.IFF_UP, unix.IFF_UP
 	}
-	v := &netlink.Veth{
-		LinkAttrs:        attrs,
-		PeerName:         o.IfName,
-		PeerNamespace:    netlink.NsFd(cont.Fd()),
-		PeerHardwareAddr: o.MAC,
-	}
+	req.AddData(msg)
+	req.AddData(nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated(name)))
 	if o.MTU > 0 {
-		v.PeerMTU = uint32(o.MTU)
+		req.AddData(nl.NewRtAttr(unix.IFLA_MTU, nl.Uint32Attr(uint32(o.MTU))))
 	}
-	return v
+	if o.HostMaster > 0 {
+		req.AddData(nl.NewRtAttr(unix.IFLA_MASTER, nl.Uint32Attr(uint32(o.HostMaster))))
+	}
+	info := nl.NewRtAttr(unix.IFLA_LINKINFO, nil)
+	info.AddRtAttr(nl.IFLA_INFO_KIND, nl.NonZeroTerminated("veth"))
+	peer := info.AddRtAttr(nl.IFLA_INFO_DATA, nil).AddRtAttr(nl.VETH_INFO_PEER, nil)
+	nl.NewIfInfomsgChild(peer, unix.AF_UNSPEC)
+	peer.AddRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated(o.IfName))
+	if o.MTU > 0 {
+		peer.AddRtAttr(unix.IFLA_MTU, nl.Uint32Attr(uint32(o.MTU)))
+	}
+	if o.MAC != nil {
+		peer.AddRtAttr(unix.IFLA_ADDRESS, []byte(o.MAC))
+	}
+	peer.AddRtAttr(unix.IFLA_NET_NS_FD, nl.Uint32Attr(uint32(cont.Fd())))
+	req.AddData(info)
+	msgs, err := execEcho(o.HostNS, req)
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range msgs {
+		l, err := netlink.LinkDeserialize(nil, m)
+		if err != nil {
+			return nil, fmt.Errorf("reading new veth %s: %w", name, err)
+		}
+		if hv, ok := l.(*netlink.Veth); ok && hv.Name == name {
+			// The echo is sent before the master is set.
+			hv.MasterIndex = o.HostMaster
+			return hv, nil
+		}
+	}
+	return nil, nil
+}
+
+// execEcho sends req on a route socket in ns (nil: the calling thread's)
+// and returns the RTM_NEWLINK messages the kernel echoes before its ack.
+// The library's Execute stops at the first echoed message and would miss
+// the error that follows it when the request fails after the link was
+// registered (a master it cannot join).
+func execEcho(ns *netns.NS, req *nl.NetlinkRequest) ([][]byte, error) {
+	target := vns.None()
+	if ns != nil {
+		target = ns.NsHandle()
+	}
+	s, err := nl.GetNetlinkSocketAt(target, vns.None(), unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, fmt.Errorf("netlink socket: %w", err)
+	}
+	defer s.Close()
+	if err := s.SetReceiveTimeout(&nl.SocketTimeoutTv); err != nil {
+		return nil, err
+	}
+	if err := s.Send(req); err != nil {
+		return nil, err
+	}
+	pid, err := s.GetPid()
+	if err != nil {
+		return nil, err
+	}
+	var out [][]byte
+	for {
+		msgs, from, err := s.Receive()
+		if err != nil {
+			return nil, err
+		}
+		if from.Pid != nl.PidKernel {
+			continue
+		}
+		for _, m := range msgs {
+			if m.Header.Seq != req.Seq || m.Header.Pid != pid {
+				continue
+			}
+			switch m.Header.Type {
+			case unix.NLMSG_ERROR:
+				if len(m.Data) < 4 {
+					return nil, errors.New("short netlink error message")
+				}
+				if errno := int32(nl.NativeEndian().Uint32(m.Data[:4])); errno != 0 {
+					return nil, unix.Errno(-errno)
+				}
+				return out, nil
+			case unix.RTM_NEWLINK:
+				out = append(out, m.Data)
+			}
+		}
+	}
 }
 
 // hostEnd looks up the new pair's host end.

@@ -72,3 +72,31 @@ func BenchmarkAddDel(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkAdd is BenchmarkAddDel's ADD alone (DEL runs with the timer
+// stopped): the part of a pod's start-up the plugin costs in knitd.
+//
+//	go test -run XXX -bench 'Add$' ./plugins/bridge
+func BenchmarkAdd(b *testing.B) {
+	testutil.RequireRoot(b)
+	host, c := testutil.NewNS(b), testutil.NewNS(b)
+	reg := cni.Registry{"bridge": bridge.Plugin{}, "host-local": hostlocal.Plugin{}}
+	cfg := conf("1.0.0", fmt.Sprintf(`"bridge":"kbr0","isGateway":true,"ipam":{"type":"host-local","dataDir":%q,"subnet":"10.90.0.0/16"}`, b.TempDir()))
+	req := &cni.Request{ContainerID: "c1", Netns: c.Path(), IfName: "eth0", Config: cfg, Delegate: reg}
+	call := func(cmd cni.Command) {
+		req.Command = cmd
+		err := host.Do(func() error {
+			_, err := cni.Call(context.Background(), bridge.Plugin{}, req)
+			return err
+		})
+		if err != nil {
+			b.Fatalf("%s: %v", cmd, err)
+		}
+	}
+	for b.Loop() {
+		call(cni.CmdAdd)
+		b.StopTimer()
+		call(cni.CmdDel)
+		b.StartTimer()
+	}
+}

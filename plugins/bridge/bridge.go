@@ -160,7 +160,7 @@ func (a *attach) configureContainer() error {
 	if err != nil {
 		return err
 	}
-	return ipam.ConfigureIface(a.Cont.NL, ifName, a.res, dad)
+	return ipam.ConfigureLink(a.Cont.NL, a.contLink, a.res, dad)
 }
 
 // finish reads back the bridge, whose MAC may have changed when its first

@@ -149,7 +149,7 @@ func add(ctx context.Context, a *vethnet.Attach, conf *Config) (*current.Result,
 // configureContainer adds the addresses, link up and IPAM routes, then
 // swaps each subnet's connected route for a route via the gateway.
 func configureContainer(h *netlink.Handle, l netlink.Link, res *current.Result) error {
-	if err := ipam.ConfigureIface(h, l.Attrs().Name, res, false); err != nil {
+	if err := ipam.ConfigureLink(h, l, res, false); err != nil {
 		return err
 	}
 	idx := l.Attrs().Index

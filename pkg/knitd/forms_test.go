@@ -15,12 +15,11 @@ import (
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/vishvananda/netlink"
-	"google.golang.org/grpc"
 	podresourcesv1 "k8s.io/kubelet/pkg/apis/podresources/v1"
 
 	"github.com/knit-cni/knit/pkg/annotations"
 	"github.com/knit-cni/knit/pkg/knitd"
-	"github.com/knit-cni/knit/pkg/podresources"
+	"github.com/knit-cni/knit/pkg/podresources/podresourcestest"
 	"github.com/knit-cni/knit/pkg/testutil"
 )
 
@@ -307,17 +306,8 @@ func TestNADConfigSources(t *testing.T) {
 // (and top-level deviceID, as Multus); two NADs of one resource get two
 // devices.
 func TestDeviceID(t *testing.T) {
-	sock := filepath.Join(t.TempDir(), "kubelet.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := grpc.NewServer()
-	srv := &podresources.Server{}
-	srv.Register(g)
-	go func() { _ = g.Serve(ln) }()
-	t.Cleanup(g.Stop)
-
+	srv := &podresourcestest.Server{}
+	sock := srv.Start(t)
 	e := newEnv(t, func(c *knitd.Config) { c.PodResourcesSocket = sock })
 	rec := filepath.Join(e.dir, "record")
 	e.nad("", "sriov", fmt.Sprintf(`{"cniVersion":"1.0.0","type":"recorder","record":%q,"capabilities":{"deviceID":true}}`, rec),

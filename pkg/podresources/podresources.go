@@ -5,13 +5,18 @@
 package podresources
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
+	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	podresourcesv1 "k8s.io/kubelet/pkg/apis/podresources/v1"
+	"google.golang.org/protobuf/encoding/protowire"
 )
 
 // DefaultSocket is the kubelet's pod-resources socket.
@@ -19,6 +24,14 @@ const DefaultSocket = "/var/lib/kubelet/pod-resources/kubelet.sock"
 
 // Client queries one kubelet socket. It dials per query: the lookup is
 // needed only for pods on networks backed by device plugins.
+//
+// The one call it makes, List, is spoken directly: a gRPC unary call is an
+// HTTP/2 POST of a length-prefixed protobuf message answered with one and a
+// grpc-status trailer, which net/http does without TLS (h2c), and the
+// answer's few fields are read with protowire. The gRPC library and the
+// kubelet's generated stubs would add some 60 packages and ~3 MiB to
+// knitd's resident memory for this. The tests check the client against a
+// real gRPC server.
 type Client struct {
 	Socket  string
 	Timeout time.Duration
@@ -34,25 +47,13 @@ func (c *Client) DeviceIDs(ctx context.Context, namespace, name string) (map[str
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	conn, err := grpc.NewClient("unix://"+c.Socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return nil, fmt.Errorf("kubelet pod-resources %s: %w", c.Socket, err)
-	}
-	defer conn.Close()
-	resp, err := podresourcesv1.NewPodResourcesListerClient(conn).List(ctx, &podresourcesv1.ListPodResourcesRequest{})
+	msg, err := c.unary(ctx, "/v1.PodResourcesLister/List", nil) // ListPodResourcesRequest is empty
 	if err != nil {
 		return nil, fmt.Errorf("kubelet pod-resources %s: List: %w", c.Socket, err)
 	}
 	out := map[string][]string{}
-	for _, pr := range resp.GetPodResources() {
-		if pr.GetNamespace() != namespace || pr.GetName() != name {
-			continue
-		}
-		for _, ctr := range pr.GetContainers() {
-			for _, dev := range ctr.GetDevices() {
-				out[dev.GetResourceName()] = append(out[dev.GetResourceName()], dev.GetDeviceIds()...)
-			}
-		}
+	if err := devicesOf(msg, namespace, name, out); err != nil {
+		return nil, fmt.Errorf("kubelet pod-resources %s: List answer: %w", c.Socket, err)
 	}
 	return out, nil
 }
@@ -80,17 +81,149 @@ func (a *Allocator) Next(resource string) string {
 	return ids[i]
 }
 
-// Server is a minimal pod-resources server answering List from a fixed
-// table — for tests on machines without a kubelet.
-type Server struct {
-	podresourcesv1.UnimplementedPodResourcesListerServer
-	Pods []*podresourcesv1.PodResources
+// maxAnswer bounds the List answer (every pod on the node).
+const maxAnswer = 64 << 20
+
+// unary makes one gRPC unary call on the socket and returns the answer's
+// message.
+func (c *Client) unary(ctx context.Context, method string, req []byte) ([]byte, error) {
+	var protos http.Protocols
+	protos.SetUnencryptedHTTP2(true)
+	tr := &http.Transport{Protocols: &protos, DisableCompression: true,
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", c.Socket)
+		}}
+	defer tr.CloseIdleConnections()
+	frame := binary.BigEndian.AppendUint32([]byte{0}, uint32(len(req))) // not compressed, length
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://localhost"+method, bytes.NewReader(append(frame, req...)))
+	if err != nil {
+		return nil, err
+	}
+	hreq.Header.Set("Content-Type", "application/grpc")
+	hreq.Header.Set("TE", "trailers")
+	resp, err := tr.RoundTrip(hreq)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer+5))
+	if err != nil {
+		return nil, err
+	}
+	if err := grpcStatus(resp); err != nil {
+		return nil, err
+	}
+	if len(body) < 5 || body[0] != 0 || int(binary.BigEndian.Uint32(body[1:5])) != len(body)-5 {
+		return nil, fmt.Errorf("malformed gRPC answer (%d bytes)", len(body))
+	}
+	return body[5:], nil
 }
 
-// List implements the pod-resources API.
-func (s *Server) List(context.Context, *podresourcesv1.ListPodResourcesRequest) (*podresourcesv1.ListPodResourcesResponse, error) {
-	return &podresourcesv1.ListPodResourcesResponse{PodResources: s.Pods}, nil
+// grpcStatus turns the call's grpc-status (a trailer, or a header when the
+// server answered with headers only) into an error.
+func grpcStatus(resp *http.Response) error {
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("HTTP status %s", resp.Status)
+	}
+	st, msg := resp.Trailer.Get("Grpc-Status"), resp.Trailer.Get("Grpc-Message")
+	if st == "" {
+		st, msg = resp.Header.Get("Grpc-Status"), resp.Header.Get("Grpc-Message")
+	}
+	if st == "0" {
+		return nil
+	}
+	if m, err := url.PathUnescape(msg); err == nil {
+		msg = m
+	}
+	if st == "" {
+		return errors.New("answer without grpc-status")
+	}
+	return fmt.Errorf("gRPC status %s: %s", st, msg)
 }
 
-// Register adds s to a gRPC server.
-func (s *Server) Register(g *grpc.Server) { podresourcesv1.RegisterPodResourcesListerServer(g, s) }
+// devicesOf adds the devices of pod namespace/name in a
+// ListPodResourcesResponse (field 1: PodResources) to out.
+func devicesOf(msg []byte, namespace, name string, out map[string][]string) error {
+	return eachBytes(msg, func(num protowire.Number, pod []byte) error {
+		if num != 1 {
+			return nil
+		}
+		var pn, pns string
+		var ctrs [][]byte
+		err := eachBytes(pod, func(num protowire.Number, v []byte) error {
+			switch num { // PodResources: name 1, namespace 2, containers 3
+			case 1:
+				pn = string(v)
+			case 2:
+				pns = string(v)
+			case 3:
+				ctrs = append(ctrs, v)
+			}
+			return nil
+		})
+		if err != nil || pn != name || pns != namespace {
+			return err
+		}
+		for _, ctr := range ctrs {
+			if err := containerDevices(ctr, out); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// containerDevices reads a ContainerResources' devices (field 2), each a
+// ContainerDevices: resource_name 1, device_ids 2 (repeated).
+func containerDevices(ctr []byte, out map[string][]string) error {
+	return eachBytes(ctr, func(num protowire.Number, dev []byte) error {
+		if num != 2 {
+			return nil
+		}
+		var res string
+		var ids []string
+		err := eachBytes(dev, func(num protowire.Number, v []byte) error {
+			switch num {
+			case 1:
+				res = string(v)
+			case 2:
+				ids = append(ids, string(v))
+			}
+			return nil
+		})
+		if err == nil {
+			out[res] = append(out[res], ids...)
+		}
+		return err
+	})
+}
+
+// eachBytes calls fn with every length-delimited field of a protobuf
+// message, skipping fields of other wire types.
+func eachBytes(msg []byte, fn func(protowire.Number, []byte) error) error {
+	for len(msg) > 0 {
+		num, typ, n := protowire.ConsumeTag(msg)
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		msg = msg[n:]
+		if typ != protowire.BytesType {
+			n = protowire.ConsumeFieldValue(num, typ, msg)
+			if n < 0 {
+				return protowire.ParseError(n)
+			}
+			msg = msg[n:]
+			continue
+		}
+		v, n := protowire.ConsumeBytes(msg)
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		msg = msg[n:]
+		if err := fn(num, v); err != nil {
+			return err
+		}
+	}
+	return nil
+}

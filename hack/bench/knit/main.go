@@ -31,18 +31,19 @@ import (
 func main() {
 	knitDir := flag.String("knit", "bin", "knit's bin dir: knit, knitd, knit-plugin and its links (make build)")
 	refDir := flag.String("ref", "/usr/lib/cni", "reference plugins")
-	iters := flag.Int("n", 40, "iterations per implementation")
+	iters := flag.Int("n", 40, "measured iterations per implementation")
+	block := flag.Int("block", 10, "knit and the reference take turns every this many iterations (1: every iteration); see latency")
 	pods := flag.Int("rss-pods", 110, "pods on the node for the memory measurement")
 	nads := flag.Int("rss-nads", 100, "NADs for the memory measurement")
 	profile := flag.String("cpuprofile", "", "write a CPU profile of knitd during the latency loop to this file, and its allocation profile to FILE.allocs")
 	flag.Parse()
-	if err := run(context.Background(), *knitDir, *refDir, *iters, *pods, *nads, *profile); err != nil {
+	if err := run(context.Background(), *knitDir, *refDir, *iters, *block, *pods, *nads, *profile); err != nil {
 		slog.Error("knit bench", "err", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, knitDir, refDir string, iters, pods, nads int, profile string) error {
+func run(ctx context.Context, knitDir, refDir string, iters, block, pods, nads int, profile string) error {
 	knitAbs, err := filepath.Abs(knitDir)
 	if err != nil {
 		return err
@@ -53,7 +54,8 @@ func run(ctx context.Context, knitDir, refDir string, iters, pods, nads int, pro
 	}
 	defer b.close()
 	fmt.Printf("knit meta-plugin bench: pod = cluster network (bridge+host-local) + bridge+host-local + macvlan+host-local\n")
-	lat, err := b.latency(ctx, iters)
+	fmt.Printf("knit and the reference take turns every %d iteration(s)\n", block)
+	lat, err := b.latency(ctx, iters, block)
 	if err != nil {
 		return err
 	}

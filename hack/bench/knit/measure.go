@@ -30,15 +30,29 @@ func rtConf(p *corev1.Pod, id, netns, ifname string) *libcni.RuntimeConf {
 			{"K8S_POD_INFRA_CONTAINER_ID", id}, {"K8S_POD_UID", string(p.UID)}}}
 }
 
-// latency times ADD and DEL of a pod, knit and reference alternating.
-// Pods are created up front: a kubelet creates sandboxes for pods that
-// exist, so the API is not on the measured path of either side.
-func (b *bench) latency(ctx context.Context, iters int) (*latencies, error) {
+// latency times ADD and DEL of a pod, knit and the reference taking turns
+// in blocks of block iterations (1: every iteration). Pods are created up
+// front: a kubelet creates sandboxes for pods that exist, so the API is
+// not on the measured path of either side.
+//
+// A DEL leaves kernel work running after it returns (the sandbox
+// namespace's teardown; with knit also the tail of its link removals), and
+// that work lands in whatever runs next. In blocks, each measured ADD
+// follows the same implementation's DEL, as on a node that runs one of
+// them; the first iteration of every block, the one after the switch, is
+// not counted. With block 1 every ADD follows the other implementation's
+// DEL.
+func (b *bench) latency(ctx context.Context, iters, block int) (*latencies, error) {
 	list, err := libcni.ConfListFromFile(filepath.Join(b.confDir, confgen.FileName))
 	if err != nil {
 		return nil, err
 	}
-	pods := make([]*corev1.Pod, iters+1)
+	block = max(block, 1)
+	warm := 1 // block 1: one warm-up iteration in all
+	if block > 1 {
+		warm = (iters + block - 2) / (block - 1) // one per block
+	}
+	pods := make([]*corev1.Pod, iters+warm)
 	for i := range pods {
 		if pods[i], err = b.pod(ctx, fmt.Sprintf("lat-%d", i), "br-net,mv-net"); err != nil {
 			return nil, err
@@ -55,29 +69,40 @@ func (b *bench) latency(ctx context.Context, iters int) (*latencies, error) {
 			}
 		}()
 	}
-	for i := range pods {
-		knitFirst := i%2 == 0
+	for start := 0; start < len(pods); start += block {
+		end := min(start+block, len(pods))
+		knitFirst := (start/block)%2 == 0
 		for _, knit := range []bool{knitFirst, !knitFirst} {
-			var add, del time.Duration
-			if knit {
-				add, del, err = b.knitOnce(ctx, list, pods[i], i)
-			} else {
-				add, del, err = b.refOnce(ctx, pods[i], i)
-			}
-			if err != nil {
-				return nil, err
-			}
-			if i == 0 {
-				continue // warm-up: page cache, first bridge creation
-			}
-			if knit {
-				l.knitAdd, l.knitDel = append(l.knitAdd, add), append(l.knitDel, del)
-			} else {
-				l.refAdd, l.refDel = append(l.refAdd, add), append(l.refDel, del)
+			for i := start; i < end; i++ {
+				if err := b.once(ctx, l, list, pods[i], i, knit, i == start && (block > 1 || i == 0)); err != nil {
+					return nil, err
+				}
 			}
 		}
 	}
 	return l, nil
+}
+
+// once runs one ADD and DEL of p with knit or the reference and records
+// the times unless it is a warm-up.
+func (b *bench) once(ctx context.Context, l *latencies, list *libcni.NetworkConfigList, p *corev1.Pod, i int, knit, warmUp bool) error {
+	var add, del time.Duration
+	var err error
+	if knit {
+		add, del, err = b.knitOnce(ctx, list, p, i)
+	} else {
+		add, del, err = b.refOnce(ctx, p, i)
+	}
+	switch {
+	case err != nil:
+		return err
+	case warmUp:
+	case knit:
+		l.knitAdd, l.knitDel = append(l.knitAdd, add), append(l.knitDel, del)
+	default:
+		l.refAdd, l.refDel = append(l.refAdd, add), append(l.refDel, del)
+	}
+	return nil
 }
 
 func (b *bench) knitOnce(ctx context.Context, list *libcni.NetworkConfigList, p *corev1.Pod, i int) (add, del time.Duration, err error) {

@@ -51,7 +51,8 @@ func main() {
 // (VERSION, CHECK, GC, STATUS, a missing or bad variable) goes through
 // skel, which produces the spec's errors for it. The check that CNI_NETNS
 // is not the plugin's own namespace, which skel makes after the call, is
-// made by knitd before it does anything.
+// made before any work: by knitd, or by the shim when it tears a container
+// down from the cache itself.
 func fastRequest(getenv func(string) string) (*cni.Request, bool) {
 	cmd := cni.Command(getenv("CNI_COMMAND"))
 	if cmd != cni.CmdAdd && cmd != cni.CmdDel {

@@ -76,14 +76,14 @@ func Exec(ctx context.Context, pluginType string, req *Request) (types.Result, e
 	if err != nil {
 		return nil, Errorf(types.ErrInvalidNetworkConfig, "plugin type %q: %w", pluginType, err)
 	}
-	args := &invoke.Args{
+	args := execArgs{Args: &invoke.Args{
 		Command:       string(req.Command),
 		ContainerID:   req.ContainerID,
 		NetNS:         req.Netns,
 		PluginArgsStr: req.Args,
 		IfName:        req.IfName,
 		Path:          strings.Join(req.Path, string(os.PathListSeparator)),
-	}
+	}, netnsOverride: req.NetnsOverride}
 	if req.Command != CmdAdd {
 		err := invoke.ExecPluginWithoutResult(ctx, path, req.Config, args, nil)
 		if err != nil {
@@ -96,6 +96,21 @@ func Exec(ctx context.Context, pluginType string, req *Request) (types.Result, e
 		return nil, fmt.Errorf("%s ADD: %w", pluginType, err)
 	}
 	return current.NewResultFromResult(res)
+}
+
+// execArgs adds CNI_NETNS_OVERRIDE, which invoke.Args does not carry, to
+// a delegate's environment.
+type execArgs struct {
+	*invoke.Args
+	netnsOverride bool
+}
+
+func (a execArgs) AsEnv() []string {
+	env := a.Args.AsEnv()
+	if a.netnsOverride {
+		env = append(env, "CNI_NETNS_OVERRIDE=1")
+	}
+	return env
 }
 
 // AsCurrent converts any result to the newest version, which plugins edit.

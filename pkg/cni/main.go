@@ -77,7 +77,12 @@ func RequestFromSkel(cmd Command, a *skel.CmdArgs) *Request {
 		path = filepath.SplitList(a.Path)
 	}
 	return &Request{Command: cmd, ContainerID: a.ContainerID, Netns: a.Netns, IfName: a.IfName,
-		Args: a.Args, Path: path, Config: a.StdinData}
+		Args: a.Args, Path: path, Config: a.StdinData, NetnsOverride: IsNetnsOverride(a.NetnsOverride)}
+}
+
+// IsNetnsOverride reads CNI_NETNS_OVERRIDE the way skel does.
+func IsNetnsOverride(v string) bool {
+	return v == "1" || strings.EqualFold(v, "true")
 }
 
 // PrintResult writes res to stdout in the config's cniVersion.

@@ -50,6 +50,10 @@ type Request struct {
 	Path []string
 	// Config is the plugin's network configuration (stdin).
 	Config []byte
+	// NetnsOverride is CNI_NETNS_OVERRIDE ("1" or "true"): the caller
+	// knows CNI_NETNS may be the plugin's own namespace, which is
+	// otherwise refused.
+	NetnsOverride bool
 	// Delegate runs IPAM and other delegated plugins. Main sets it to a
 	// Registry of knit's built-in types.
 	Delegate Delegator

@@ -22,7 +22,6 @@ import (
 	"github.com/knit-cni/knit/pkg/cni"
 	"github.com/knit-cni/knit/pkg/defaultroute"
 	"github.com/knit-cni/knit/pkg/nad"
-	"github.com/knit-cni/knit/pkg/netns"
 	"github.com/knit-cni/knit/pkg/shim"
 )
 
@@ -62,7 +61,8 @@ func (d *Daemon) serve(ctx context.Context, req *cni.Request) ([]byte, error) {
 	if len(req.Path) == 0 {
 		req.Path = []string{d.cfg.BinDir}
 	}
-	if err := d.notHostNetns(req); err != nil {
+	// Refused before any work, where skel checks only after the call.
+	if err := cni.CheckNetns(req, d.hostNS); err != nil {
 		return nil, err
 	}
 	switch req.Command {
@@ -78,26 +78,6 @@ func (d *Daemon) serve(ctx context.Context, req *cni.Request) ([]byte, error) {
 		return nil, d.statusCommand(ctx, req)
 	}
 	return nil, cni.Errorf(types.ErrInvalidEnvironmentVariables, "unknown CNI_COMMAND %q", req.Command)
-}
-
-// notHostNetns refuses a CNI_NETNS that is the host's namespace (knitd's
-// own), as skel does for exec'd plugins, but before any work where skel
-// checks after the call: the plugins would move and rename host links.
-func (d *Daemon) notHostNetns(req *cni.Request) error {
-	if req.Netns == "" {
-		return nil
-	}
-	switch req.Command {
-	case cni.CmdAdd, cni.CmdDel, cni.CmdCheck:
-	default:
-		return nil
-	}
-	// A namespace that cannot be examined is left to the call: DEL must
-	// succeed when it is gone, ADD reports it.
-	if same, err := netns.Same(req.Netns, d.hostNS); err == nil && same {
-		return cni.Errorf(types.ErrInvalidNetNS, "CNI_NETNS %s is the host's network namespace, not a container's", req.Netns)
-	}
-	return nil
 }
 
 // k8sArgs are the Kubernetes keys of CNI_ARGS.

@@ -51,7 +51,7 @@ type Daemon struct {
 	log      *slog.Logger
 	kube     *kube
 	registry cni.Delegator
-	hostNS   string // the namespace knitd treats as the host's
+	hostNS   cni.NetnsID // the namespace knitd treats as the host's
 	store    *attachcache.Store
 	runner   *delegate.Runner
 	metrics  *metrics
@@ -101,9 +101,13 @@ func New(cfg *Config, o Options) (*Daemon, error) {
 		}
 		reg = &nsDelegator{ns: host, inner: o.Registry}
 	}
-	hostNS := o.HostNetns
-	if hostNS == "" {
-		hostNS = "/proc/self/ns/net"
+	// Taken now, before any thread has entered a container.
+	hostNS, err := cni.OwnNetnsID()
+	if o.HostNetns != "" {
+		hostNS, err = cni.NetnsIDOf(o.HostNetns)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("host network namespace: %w", err)
 	}
 	d := &Daemon{cfg: cfg, log: log, kube: k, registry: reg, hostNS: hostNS,
 		store:   &attachcache.Store{Dir: cfg.CacheDir},

@@ -54,18 +54,6 @@ func Current() (*NS, error) {
 	return &NS{h: h, path: "/proc/self/ns/net"}, nil
 }
 
-// Same reports whether the namespace paths a and b name one namespace.
-func Same(a, b string) (bool, error) {
-	var sa, sb unix.Stat_t
-	if err := unix.Stat(a, &sa); err != nil {
-		return false, err
-	}
-	if err := unix.Stat(b, &sb); err != nil {
-		return false, err
-	}
-	return sa.Dev == sb.Dev && sa.Ino == sb.Ino, nil
-}
-
 // Path is where the namespace was opened from.
 func (n *NS) Path() string { return n.path }
 

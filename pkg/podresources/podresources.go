@@ -107,9 +107,12 @@ func (c *Client) unary(ctx context.Context, method string, req []byte) ([]byte, 
 		return nil, err
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer+5))
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer+6))
 	if err != nil {
 		return nil, err
+	}
+	if len(body) > maxAnswer+5 {
+		return nil, fmt.Errorf("answer over %d MiB", maxAnswer>>20)
 	}
 	if err := grpcStatus(resp); err != nil {
 		return nil, err

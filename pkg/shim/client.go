@@ -40,6 +40,15 @@ func Handle(ctx context.Context, req *cni.Request) ([]byte, error) {
 func unreachable(ctx context.Context, conf *Conf, req *cni.Request, err error) error {
 	switch req.Command {
 	case cni.CmdDel:
+		// knitd would have refused the host's namespace; the shim, in
+		// the host's namespace itself, does so here.
+		own, oerr := cni.OwnNetnsID()
+		if oerr != nil {
+			return cni.Errorf(types.ErrInternal, "own network namespace: %v", oerr)
+		}
+		if err := cni.CheckNetns(req, own); err != nil {
+			return err
+		}
 		return DelFromCache(ctx, cni.Registry{}, &attachcache.Store{Dir: conf.CacheDir}, req)
 	case cni.CmdStatus:
 		return cni.Errorf(cni.ErrNotReady, "knit: node daemon not available: %v", err)

@@ -35,18 +35,20 @@ type Request struct {
 	Args        string          `json:"args,omitempty"`
 	Path        []string        `json:"path,omitempty"`
 	Config      json.RawMessage `json:"config"`
+	// NetnsOverride carries CNI_NETNS_OVERRIDE (see cni.Request).
+	NetnsOverride bool `json:"netnsOverride,omitempty"`
 }
 
 // CNIRequest converts to the spec core's request.
 func (r *Request) CNIRequest() *cni.Request {
 	return &cni.Request{Command: cni.Command(r.Command), ContainerID: r.ContainerID, Netns: r.Netns,
-		IfName: r.IfName, Args: r.Args, Path: r.Path, Config: r.Config}
+		IfName: r.IfName, Args: r.Args, Path: r.Path, Config: r.Config, NetnsOverride: r.NetnsOverride}
 }
 
 // FromCNIRequest converts from the spec core's request.
 func FromCNIRequest(r *cni.Request) *Request {
 	return &Request{Command: string(r.Command), ContainerID: r.ContainerID, Netns: r.Netns,
-		IfName: r.IfName, Args: r.Args, Path: r.Path, Config: r.Config}
+		IfName: r.IfName, Args: r.Args, Path: r.Path, Config: r.Config, NetnsOverride: r.NetnsOverride}
 }
 
 // Response is knitd's answer: Result (printed in the config's cniVersion)
@@ -135,6 +137,9 @@ func (c *Client) Do(ctx context.Context, req *Request) (*Response, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encoding request: %w", err)
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("%w at %s: %w", ErrUnreachable, c.Socket, err)
+	}
 	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("%w at %s: %w", ErrUnreachable, c.Socket, err)
@@ -149,9 +154,19 @@ func (c *Client) Do(ctx context.Context, req *Request) (*Response, error) {
 	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: c.Socket}); err != nil {
 		return nil, fmt.Errorf("%w at %s: connecting: %w", ErrUnreachable, c.Socket, err)
 	}
-	// Shutdown, not close: the descriptor stays valid until Do returns.
-	stop := context.AfterFunc(ctx, func() { _ = unix.Shutdown(fd, unix.SHUT_RDWR) })
-	defer stop()
+	// Shutdown, not close: the descriptor stays valid until Do returns,
+	// and Do waits for a shutdown already under way before closing it (a
+	// late shutdown could hit a reused descriptor number).
+	shut := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		_ = unix.Shutdown(fd, unix.SHUT_RDWR)
+		close(shut)
+	})
+	defer func() {
+		if !stop() {
+			<-shut
+		}
+	}()
 	if err := writeAll(fd, body); err != nil {
 		return nil, fmt.Errorf("%w at %s: sending: %w", ErrUnreachable, c.Socket, err)
 	}

@@ -52,12 +52,13 @@ func TestForward(t *testing.T) {
 		return Response{Result: json.RawMessage(`{"cniVersion":"1.0.0","ips":[]}`)}
 	})
 	req := &cni.Request{Command: cni.CmdAdd, ContainerID: "c1", Netns: "/ns", IfName: "eth0", Args: "A=B",
-		Path: []string{"/opt/cni/bin"}, Config: conf(sock, t.TempDir())}
+		Path: []string{"/opt/cni/bin"}, Config: conf(sock, t.TempDir()), NetnsOverride: true}
 	res, err := Handle(context.Background(), req)
 	if err != nil || string(res) != `{"cniVersion":"1.0.0","ips":[]}` {
 		t.Fatalf("ADD: %s %v", res, err)
 	}
-	if seen := <-seenc; seen.ContainerID != "c1" || seen.Netns != "/ns" || seen.IfName != "eth0" || seen.Args != "A=B" || seen.Path[0] != "/opt/cni/bin" {
+	if seen := <-seenc; seen.ContainerID != "c1" || seen.Netns != "/ns" || seen.IfName != "eth0" || seen.Args != "A=B" || seen.Path[0] != "/opt/cni/bin" ||
+		!seen.NetnsOverride {
 		t.Errorf("forwarded %+v", seen)
 	}
 	req.Command = cni.CmdCheck
@@ -84,6 +85,16 @@ func TestUnreachable(t *testing.T) {
 	req.Command = cni.CmdDel
 	if _, err := Handle(context.Background(), req); err != nil {
 		t.Errorf("DEL without knitd: %v", err)
+	}
+	// ... but not into the shim's own (the host's) namespace, which the
+	// delegates would tear links out of; CNI_NETNS_OVERRIDE allows it.
+	req.Netns = "/proc/self/ns/net"
+	if te := WireError(mustErr(Handle(context.Background(), req))); te.Code != types.ErrInvalidNetNS {
+		t.Errorf("DEL into the host namespace without knitd: %+v, want code 8", te)
+	}
+	req.NetnsOverride = true
+	if _, err := Handle(context.Background(), req); err != nil {
+		t.Errorf("DEL with CNI_NETNS_OVERRIDE without knitd: %v", err)
 	}
 }
 

@@ -25,6 +25,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/knit-cni/knit/pkg/cni"
+	"github.com/knit-cni/knit/pkg/nlsafe"
 	"github.com/knit-cni/knit/pkg/testutil"
 )
 
@@ -148,7 +149,7 @@ func WantCode(t testing.TB, err error, code uint, words ...string) {
 // Links returns the names of the links in ns other than lo.
 func Links(t testing.TB, ns *testutil.NS) []string {
 	t.Helper()
-	ls, err := ns.H.LinkList()
+	ls, err := nlsafe.LinkList(ns.H)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,7 +184,7 @@ func Link(t testing.TB, ns *testutil.NS, name string) netlink.Link {
 func HasAddr(t testing.TB, ns *testutil.NS, name, cidr string) {
 	t.Helper()
 	l := Link(t, ns, name)
-	addrs, err := ns.H.AddrList(l, netlink.FAMILY_ALL)
+	addrs, err := nlsafe.AddrList(ns.H, l, netlink.FAMILY_ALL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -318,7 +319,7 @@ func Snapshot(t testing.TB, ns *testutil.NS, ifName string) []string {
 	l := Link(t, ns, ifName)
 	a := l.Attrs()
 	out := []string{fmt.Sprintf("link %s type=%s%s mtu=%d up=%v", a.Name, l.Type(), kindDetail(l), a.MTU, a.Flags&net.FlagUp != 0)}
-	addrs, err := ns.H.AddrList(l, netlink.FAMILY_ALL)
+	addrs, err := nlsafe.AddrList(ns.H, l, netlink.FAMILY_ALL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -329,7 +330,7 @@ func Snapshot(t testing.TB, ns *testutil.NS, ifName string) []string {
 		}
 		lines = append(lines, "addr "+ad.IPNet.String())
 	}
-	routes, err := ns.H.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{LinkIndex: a.Index, Table: 0},
+	routes, err := nlsafe.RouteListFiltered(ns.H, netlink.FAMILY_ALL, &netlink.Route{LinkIndex: a.Index, Table: 0},
 		netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
 	if err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/knit-cni/knit/pkg/netns"
+	"github.com/knit-cni/knit/pkg/nlsafe"
 )
 
 // Families reports which IP families gateways cover.
@@ -79,7 +80,7 @@ func isDefault(r netlink.Route) bool {
 }
 
 func removeDefaults(h *netlink.Handle, link netlink.Link, fam int) error {
-	routes, err := h.RouteList(link, fam)
+	routes, err := nlsafe.RouteList(h, link, fam)
 	if err != nil {
 		return fmt.Errorf("default-route: listing routes of %s: %w", link.Attrs().Name, err)
 	}
@@ -114,7 +115,7 @@ func Installed(nsPath string) (map[string][]string, error) {
 		return nil, err
 	}
 	defer t.Close()
-	routes, err := t.NL.RouteList(nil, netlink.FAMILY_ALL)
+	routes, err := nlsafe.RouteList(t.NL, nil, netlink.FAMILY_ALL)
 	if err != nil {
 		return nil, fmt.Errorf("listing routes: %w", err)
 	}

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/knit-cni/knit/pkg/netns"
+	"github.com/knit-cni/knit/pkg/nlsafe"
 )
 
 // Defaults for NodeOptions.
@@ -285,7 +286,7 @@ func (nl *nodeLease) unconfigure() {
 // dynamicAddrs are the link's IPv4 addresses with a finite lifetime: on a
 // node that knit manages, DHCP's.
 func (n *Node) dynamicAddrs(link netlink.Link) ([]netlink.Addr, error) {
-	addrs, err := n.nl.AddrList(link, netlink.FAMILY_V4)
+	addrs, err := nlsafe.AddrList(n.nl, link, netlink.FAMILY_V4)
 	if err != nil {
 		return nil, fmt.Errorf("DHCP on %s: listing addresses: %w", link.Attrs().Name, err)
 	}
@@ -313,7 +314,7 @@ func (n *Node) removeDynamic(ifName string) error {
 	if err != nil {
 		return err
 	}
-	routes, err := n.nl.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{LinkIndex: link.Attrs().Index, Protocol: unix.RTPROT_DHCP},
+	routes, err := nlsafe.RouteListFiltered(n.nl, netlink.FAMILY_V4, &netlink.Route{LinkIndex: link.Attrs().Index, Protocol: unix.RTPROT_DHCP},
 		netlink.RT_FILTER_OIF|netlink.RT_FILTER_PROTOCOL)
 	if err != nil {
 		return fmt.Errorf("DHCP on %s: listing routes: %w", ifName, err)

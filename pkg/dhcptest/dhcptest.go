@@ -18,6 +18,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/knit-cni/knit/pkg/nlsafe"
 	"github.com/knit-cni/knit/pkg/testutil"
 )
 
@@ -59,7 +60,7 @@ func Start(t testing.TB, ns *testutil.NS, ifName string, extra ...string) *Serve
 	if err != nil {
 		t.Fatalf("dnsmasq interface: %v", err)
 	}
-	if addrs, _ := ns.H.AddrList(l, netlink.FAMILY_V4); len(addrs) == 0 {
+	if addrs, _ := nlsafe.AddrList(ns.H, l, netlink.FAMILY_V4); len(addrs) == 0 {
 		a, _ := netlink.ParseAddr(ServerIP + "/24")
 		if err := ns.H.AddrAdd(l, a); err != nil {
 			t.Fatal(err)

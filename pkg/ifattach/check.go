@@ -12,6 +12,7 @@ import (
 	"github.com/knit-cni/knit/pkg/cni"
 	"github.com/knit-cni/knit/pkg/ipam"
 	"github.com/knit-cni/knit/pkg/netns"
+	"github.com/knit-cni/knit/pkg/nlsafe"
 )
 
 // Check is one CHECK of a plugin that created a container link: prevResult
@@ -86,7 +87,7 @@ func FindIface(res *current.Result, ifName, sandbox string) (int, *current.Inter
 // CheckAddrs verifies that every address of res pointing at interface idx
 // (or at no interface) is on l, with its prefix length.
 func CheckAddrs(h *netlink.Handle, l netlink.Link, res *current.Result, idx int) error {
-	addrs, err := h.AddrList(l, netlink.FAMILY_ALL)
+	addrs, err := nlsafe.AddrList(h, l, netlink.FAMILY_ALL)
 	if err != nil {
 		return fmt.Errorf("listing addresses of %s: %w", l.Attrs().Name, err)
 	}
@@ -119,7 +120,7 @@ func CheckRoutes(h *netlink.Handle, routes []*types.Route) error {
 		if r.Dst.IP.To4() == nil {
 			fam = netlink.FAMILY_V6
 		}
-		have, err := h.RouteListFiltered(fam, &netlink.Route{Table: 0}, netlink.RT_FILTER_TABLE)
+		have, err := nlsafe.RouteListFiltered(h, fam, &netlink.Route{Table: 0}, netlink.RT_FILTER_TABLE)
 		if err != nil {
 			return fmt.Errorf("listing routes: %w", err)
 		}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/knit-cni/knit/pkg/cni"
 	"github.com/knit-cni/knit/pkg/netns"
+	"github.com/knit-cni/knit/pkg/nlsafe"
 )
 
 // RandomName returns prefix plus 8 random hex digits ("veth1a2b3c4d"), the
@@ -223,7 +224,7 @@ func PeerIndex(h *netlink.Handle, l netlink.Link) (int, error) {
 // handle's namespace, then IPv6: macvlan's and ipvlan's default master.
 func DefaultRouteLink(h *netlink.Handle) (netlink.Link, error) {
 	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
-		routes, err := h.RouteListFiltered(fam, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+		routes, err := nlsafe.RouteListFiltered(h, fam, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
 		if err != nil {
 			return nil, fmt.Errorf("listing routes: %w", err)
 		}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/knit-cni/knit/pkg/nlsafe"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -118,7 +119,7 @@ func (e *Engine) dynamicAddrs(s *State) (map[string]map[string]bool, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", ifc.Name, err)
 		}
-		addrs, err := e.NL.AddrList(l, netlink.FAMILY_V4)
+		addrs, err := nlsafe.AddrList(e.NL, l, netlink.FAMILY_V4)
 		if err != nil {
 			return nil, fmt.Errorf("addresses of %s: %w", ifc.Name, err)
 		}
@@ -429,7 +430,7 @@ func (e *Engine) setPorts(l netlink.Link, ifc *Interface) error {
 	default:
 		return nil
 	}
-	all, err := e.NL.LinkList()
+	all, err := nlsafe.LinkList(e.NL)
 	if err != nil {
 		return fmt.Errorf("listing links: %w", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sort"
 
+	"github.com/knit-cni/knit/pkg/nlsafe"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
 )
@@ -25,7 +26,7 @@ func (e *Engine) setPortVLANs(br netlink.Link, ifc *Interface) error {
 	if err := e.setVlanFiltering(br); err != nil {
 		return err
 	}
-	current, err := e.NL.BridgeVlanList()
+	current, err := nlsafe.BridgeVlanList(e.NL)
 	if err != nil {
 		return fmt.Errorf("listing bridge vlans: %w", err)
 	}
@@ -124,7 +125,7 @@ func (e *Engine) portVLANs(br *netlink.Bridge, ports []BridgePort) error {
 	if br.VlanFiltering == nil || !*br.VlanFiltering {
 		return nil
 	}
-	all, err := e.NL.BridgeVlanList()
+	all, err := nlsafe.BridgeVlanList(e.NL)
 	if err != nil {
 		return fmt.Errorf("listing bridge vlans: %w", err)
 	}

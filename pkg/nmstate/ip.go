@@ -9,6 +9,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/knit-cni/knit/pkg/nlsafe"
 	"github.com/knit-cni/knit/pkg/sysctl"
 )
 
@@ -81,7 +82,7 @@ func (e *Engine) acquireDHCP(ctx context.Context, name string, c *IPConfig) erro
 // finite lifetime alone when keepDynamic. Addresses already there are not
 // re-added: that would make a DHCP address permanent.
 func (e *Engine) replaceAddrs(l netlink.Link, family int, want []Address, keepDynamic bool) error {
-	have, err := e.NL.AddrList(l, family)
+	have, err := nlsafe.AddrList(e.NL, l, family)
 	if err != nil {
 		return fmt.Errorf("listing addresses: %w", err)
 	}

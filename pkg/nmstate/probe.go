@@ -7,6 +7,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/knit-cni/knit/pkg/nlsafe"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
@@ -26,7 +27,7 @@ func (e *Engine) GatewayProbe(timeout time.Duration) Probe {
 }
 
 func (e *Engine) defaultGateway() (net.IP, error) {
-	routes, err := e.NL.RouteList(nil, netlink.FAMILY_V4)
+	routes, err := nlsafe.RouteList(e.NL, nil, netlink.FAMILY_V4)
 	if err != nil {
 		return nil, fmt.Errorf("listing routes: %w", err)
 	}

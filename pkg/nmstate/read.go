@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/knit-cni/knit/pkg/nlsafe"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -16,7 +17,7 @@ import (
 // it. Host-side veths of pods are left out: they come and go with pods and
 // would make the report churn.
 func (e *Engine) Read() (*State, error) {
-	links, err := e.NL.LinkList()
+	links, err := nlsafe.LinkList(e.NL)
 	if err != nil {
 		return nil, fmt.Errorf("listing links: %w", err)
 	}
@@ -154,7 +155,7 @@ func portsOf(controller netlink.Link, all []netlink.Link) []string {
 // readIP reports static and DHCP addresses. Addresses with a finite
 // lifetime came from DHCP or autoconf; link-local IPv6 is the kernel's own.
 func (e *Engine) readIP(l netlink.Link, family int) (*IPConfig, error) {
-	addrs, err := e.NL.AddrList(l, family)
+	addrs, err := nlsafe.AddrList(e.NL, l, family)
 	if err != nil {
 		return nil, fmt.Errorf("addresses of %s: %w", l.Attrs().Name, err)
 	}
@@ -185,7 +186,7 @@ func (e *Engine) readIP(l netlink.Link, family int) (*IPConfig, error) {
 const infinityLifetime = 0xFFFFFFFF
 
 func (e *Engine) readRoutes(byIndex map[int]netlink.Link) (*Routes, error) {
-	routes, err := e.NL.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
+	routes, err := nlsafe.RouteListFiltered(e.NL, netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
 	if err != nil {
 		return nil, fmt.Errorf("listing routes: %w", err)
 	}
@@ -224,7 +225,7 @@ func routeFromKernel(rt netlink.Route, dev string) Route {
 }
 
 func (e *Engine) readRules() (*RouteRules, error) {
-	rules, err := e.NL.RuleList(netlink.FAMILY_ALL)
+	rules, err := nlsafe.RuleList(e.NL, netlink.FAMILY_ALL)
 	if err != nil {
 		return nil, fmt.Errorf("listing rules: %w", err)
 	}

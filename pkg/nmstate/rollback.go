@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/knit-cni/knit/pkg/nlsafe"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -24,7 +25,7 @@ func (e *Engine) kernelRoutes() ([]namedRoute, error) {
 	if err != nil {
 		return nil, err
 	}
-	routes, err := e.NL.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
+	routes, err := nlsafe.RouteListFiltered(e.NL, netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
 	if err != nil {
 		return nil, fmt.Errorf("listing routes: %w", err)
 	}
@@ -264,7 +265,7 @@ func addrKey(link string, a netlink.Addr) string { return link + " " + a.IPNet.S
 
 // broadcasts records every IPv4 address's broadcast address.
 func (e *Engine) broadcasts() (map[string]string, error) {
-	addrs, err := e.NL.AddrList(nil, netlink.FAMILY_V4)
+	addrs, err := nlsafe.AddrList(e.NL, nil, netlink.FAMILY_V4)
 	if err != nil {
 		return nil, fmt.Errorf("listing addresses: %w", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 
+	"github.com/knit-cni/knit/pkg/nlsafe"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -115,7 +116,7 @@ func sameCIDR(a, b string) bool {
 }
 
 func (e *Engine) linksByIndex() (map[int]netlink.Link, error) {
-	links, err := e.NL.LinkList()
+	links, err := nlsafe.LinkList(e.NL)
 	if err != nil {
 		return nil, fmt.Errorf("listing links: %w", err)
 	}

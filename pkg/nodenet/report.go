@@ -107,7 +107,13 @@ func (r *Reporter) subscribe(ctx context.Context, events chan struct{}) error {
 	links := make(chan netlink.LinkUpdate, 64)
 	addrs := make(chan netlink.AddrUpdate, 64)
 	routes := make(chan netlink.RouteUpdate, 64)
-	onErr := func(err error) { r.log().Warn("netlink subscription", "err", err) }
+	onErr := func(err error) {
+		// Ending ctx closes the sockets under the receivers, which then
+		// report EAGAIN: that is shutdown, not a failure.
+		if ctx.Err() == nil {
+			r.log().Warn("netlink subscription", "err", err)
+		}
+	}
 	if err := netlink.LinkSubscribeWithOptions(links, ctx.Done(), netlink.LinkSubscribeOptions{Namespace: &h, ErrorCallback: onErr}); err != nil {
 		return fmt.Errorf("subscribing to links: %w", err)
 	}

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/knit-cni/knit/pkg/nlsafe"
 	"github.com/vishvananda/netlink"
 	vns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -301,7 +302,7 @@ func probeKernelFeature(feature string) error {
 	defer ns.Close()
 	defer h.Close()
 	perr := probe(h)
-	links, err := h.LinkList()
+	links, err := nlsafe.LinkList(h)
 	if err == nil {
 		for _, l := range links {
 			if l.Attrs().Name != "lo" {

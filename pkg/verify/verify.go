@@ -9,6 +9,7 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/knit-cni/knit/pkg/nlsafe"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -18,7 +19,7 @@ import (
 // to its subnet exists.
 func Addrs(h *netlink.Handle, link netlink.Link, ifs []*current.Interface, ips []*current.IPConfig) error {
 	name := link.Attrs().Name
-	have, err := h.AddrList(link, netlink.FAMILY_ALL)
+	have, err := nlsafe.AddrList(h, link, netlink.FAMILY_ALL)
 	if err != nil {
 		return fmt.Errorf("listing addresses of %s: %w", name, err)
 	}
@@ -30,7 +31,7 @@ func Addrs(h *netlink.Handle, link netlink.Link, ifs []*current.Interface, ips [
 			return fmt.Errorf("address %s not found on %s", ipc.Address.String(), name)
 		}
 		subnet := net.IPNet{IP: ipc.Address.IP.Mask(ipc.Address.Mask), Mask: ipc.Address.Mask}
-		routes, err := h.RouteListFiltered(familyOf(ipc.Address.IP), anyTable(&subnet), netlink.RT_FILTER_DST|netlink.RT_FILTER_TABLE)
+		routes, err := nlsafe.RouteListFiltered(h, familyOf(ipc.Address.IP), anyTable(&subnet), netlink.RT_FILTER_DST|netlink.RT_FILTER_TABLE)
 		if err != nil {
 			return fmt.Errorf("listing routes to %s: %w", subnet.String(), err)
 		}
@@ -62,7 +63,7 @@ func hasAddr(have []netlink.Addr, want net.IPNet) bool {
 func Routes(h *netlink.Handle, routes []*types.Route) error {
 	for _, r := range routes {
 		dst := r.Dst
-		found, err := h.RouteListFiltered(familyOf(dst.IP), anyTable(&dst), netlink.RT_FILTER_DST|netlink.RT_FILTER_TABLE)
+		found, err := nlsafe.RouteListFiltered(h, familyOf(dst.IP), anyTable(&dst), netlink.RT_FILTER_DST|netlink.RT_FILTER_TABLE)
 		if err != nil {
 			return fmt.Errorf("listing routes to %s: %w", dst.String(), err)
 		}

@@ -22,6 +22,7 @@ import (
 	"github.com/knit-cni/knit/pkg/cni"
 	"github.com/knit-cni/knit/pkg/link"
 	"github.com/knit-cni/knit/pkg/netns"
+	"github.com/knit-cni/knit/pkg/nlsafe"
 )
 
 // Plugin implements cni.Plugin and cni.GarbageCollector.
@@ -213,7 +214,7 @@ func (Plugin) GC(ctx context.Context, req *cni.Request, valid []cni.Attachment) 
 		return err
 	}
 	defer h.Close()
-	links, err := h.LinkList()
+	links, err := nlsafe.LinkList(h)
 	if err != nil {
 		return fmt.Errorf("listing links: %w", err)
 	}

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/knit-cni/knit/pkg/link"
+	"github.com/knit-cni/knit/pkg/nlsafe"
 )
 
 // The qdisc handles the reference uses: 1: for the TBF, ffff: for ingress.
@@ -131,7 +132,7 @@ func (s *shaper) remove() error {
 	if s.host == nil {
 		return errors.Join(errs...)
 	}
-	qdiscs, err := s.h.QdiscList(s.host)
+	qdiscs, err := nlsafe.QdiscList(s.h, s.host)
 	if err != nil {
 		return errors.Join(append(errs, fmt.Errorf("listing qdiscs of %s: %w", s.host.Attrs().Name, err))...)
 	}
@@ -170,7 +171,7 @@ func (s *shaper) check(lim *Entry) error {
 
 func (s *shaper) checkTbf(l netlink.Link, rateBits, burstBits uint64) error {
 	want := tbf(l.Attrs().Index, rateBits, burstBits)
-	qdiscs, err := s.h.QdiscList(l)
+	qdiscs, err := nlsafe.QdiscList(s.h, l)
 	if err != nil {
 		return fmt.Errorf("listing qdiscs of %s: %w", l.Attrs().Name, err)
 	}
@@ -189,7 +190,7 @@ func (s *shaper) checkTbf(l netlink.Link, rateBits, burstBits uint64) error {
 }
 
 func (s *shaper) checkRedirect(ifbIndex int) error {
-	filters, err := s.h.FilterList(s.host, ingressHandle)
+	filters, err := nlsafe.FilterList(s.h, s.host, ingressHandle)
 	if err != nil {
 		return fmt.Errorf("listing ingress filters of %s: %w", s.host.Attrs().Name, err)
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/knit-cni/knit/pkg/link"
 	"github.com/knit-cni/knit/pkg/netns"
+	"github.com/knit-cni/knit/pkg/nlsafe"
 	"github.com/knit-cni/knit/pkg/vethnet"
 )
 
@@ -107,7 +108,7 @@ func (a *attach) setupGateway(gws []net.IPNet) error {
 // replaces it (forceAddress). If an address was added, l's MAC is pinned,
 // so the bridge no longer follows the lowest port MAC as ports come and go.
 func ensureAddrs(h *netlink.Handle, l netlink.Link, gws []net.IPNet, force bool) error {
-	have, err := h.AddrList(l, netlink.FAMILY_ALL)
+	have, err := nlsafe.AddrList(h, l, netlink.FAMILY_ALL)
 	if err != nil {
 		return fmt.Errorf("listing addresses of %s: %w", l.Attrs().Name, err)
 	}

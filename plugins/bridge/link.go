@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/knit-cni/knit/pkg/cni"
+	"github.com/knit-cni/knit/pkg/nlsafe"
 	"github.com/knit-cni/knit/pkg/sysctl"
 	"github.com/knit-cni/knit/pkg/vethnet"
 )
@@ -122,7 +123,7 @@ func runs(ids []int) [][2]int {
 }
 
 func removeDefaultVlan(h *netlink.Handle, port netlink.Link) error {
-	all, err := h.BridgeVlanList()
+	all, err := nlsafe.BridgeVlanList(h)
 	if err != nil {
 		return err
 	}

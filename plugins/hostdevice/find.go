@@ -11,6 +11,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/knit-cni/knit/pkg/cni"
+	"github.com/knit-cni/knit/pkg/nlsafe"
 )
 
 // userspaceDriver reports whether a PCI driver binds its device for DPDK:
@@ -53,7 +54,7 @@ func notFound(field string, err error, format string, a ...any) error {
 }
 
 func byMAC(h *netlink.Handle, c *Config) (netlink.Link, error) {
-	links, err := h.LinkList()
+	links, err := nlsafe.LinkList(h)
 	if err != nil {
 		return nil, fmt.Errorf("listing links: %w", err)
 	}

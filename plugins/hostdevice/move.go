@@ -10,6 +10,7 @@ import (
 
 	"github.com/knit-cni/knit/pkg/link"
 	"github.com/knit-cni/knit/pkg/netns"
+	"github.com/knit-cni/knit/pkg/nlsafe"
 )
 
 // state is what a device looked like in the host before ADD moved it, so a
@@ -179,7 +180,7 @@ func recoverOrphan(h *netlink.Handle, device string) error {
 	if _, err := h.LinkByName(device); err == nil {
 		return nil
 	}
-	links, err := h.LinkList()
+	links, err := nlsafe.LinkList(h)
 	if err != nil {
 		return fmt.Errorf("listing links: %w", err)
 	}

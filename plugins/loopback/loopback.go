@@ -14,6 +14,7 @@ import (
 
 	"github.com/knit-cni/knit/pkg/cni"
 	"github.com/knit-cni/knit/pkg/netns"
+	"github.com/knit-cni/knit/pkg/nlsafe"
 )
 
 // Config is loopback's config: nothing beyond the common keys.
@@ -57,7 +58,7 @@ func (Plugin) Add(ctx context.Context, req *cni.Request) (types.Result, error) {
 }
 
 func result(h *netlink.Handle, lo netlink.Link, req *cni.Request) (*current.Result, error) {
-	addrs, err := h.AddrList(lo, netlink.FAMILY_ALL)
+	addrs, err := nlsafe.AddrList(h, lo, netlink.FAMILY_ALL)
 	if err != nil {
 		return nil, fmt.Errorf("listing lo addresses: %w", err)
 	}

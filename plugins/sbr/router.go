@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/knit-cni/knit/pkg/netns"
+	"github.com/knit-cni/knit/pkg/nlsafe"
 )
 
 // router sets up one interface's source routing and remembers what it did
@@ -79,7 +80,7 @@ func (r *router) defaults(ips []*current.IPConfig, table int) error {
 // other, like a gateway's subnet route, go in together).
 func (r *router) move(table int) error {
 	filter := &netlink.Route{LinkIndex: r.link.Attrs().Index, Table: unix.RT_TABLE_MAIN}
-	routes, err := r.h.RouteListFiltered(netlink.FAMILY_ALL, filter, netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
+	routes, err := nlsafe.RouteListFiltered(r.h, netlink.FAMILY_ALL, filter, netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
 	if err != nil {
 		return fmt.Errorf("listing routes of %s: %w", r.link.Attrs().Name, err)
 	}
@@ -131,11 +132,11 @@ func gone(err error) bool {
 // freeTable returns the first table from 100 that no rule points at and no
 // route is in.
 func freeTable(h *netlink.Handle) (int, error) {
-	rules, err := h.RuleList(netlink.FAMILY_ALL)
+	rules, err := nlsafe.RuleList(h, netlink.FAMILY_ALL)
 	if err != nil {
 		return 0, fmt.Errorf("listing rules: %w", err)
 	}
-	routes, err := h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
+	routes, err := nlsafe.RouteListFiltered(h, netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
 	if err != nil {
 		return 0, fmt.Errorf("listing routes: %w", err)
 	}
@@ -157,7 +158,7 @@ func freeTable(h *netlink.Handle) (int, error) {
 // pointed at (tables sbr chose, not a configured one), the routes through
 // the interface.
 func teardown(h *netlink.Handle, ifName string, addrs []net.IP, cfgTable *int) error {
-	rules, err := h.RuleList(netlink.FAMILY_ALL)
+	rules, err := nlsafe.RuleList(h, netlink.FAMILY_ALL)
 	if err != nil {
 		return fmt.Errorf("listing rules: %w", err)
 	}
@@ -184,7 +185,7 @@ func teardown(h *netlink.Handle, ifName string, addrs []net.IP, cfgTable *int) e
 			continue // not a table sbr picks: main, local or a user's
 		}
 		filter := &netlink.Route{LinkIndex: link.Attrs().Index, Table: table}
-		routes, err := h.RouteListFiltered(netlink.FAMILY_ALL, filter, netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
+		routes, err := nlsafe.RouteListFiltered(h, netlink.FAMILY_ALL, filter, netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
 		if err != nil {
 			errs = append(errs, err)
 			continue

@@ -19,6 +19,7 @@ import (
 
 	"github.com/knit-cni/knit/pkg/cni"
 	"github.com/knit-cni/knit/pkg/netns"
+	"github.com/knit-cni/knit/pkg/nlsafe"
 )
 
 // firstTable is where the search for a free table starts, as in the
@@ -165,7 +166,7 @@ func delAddrs(h *netlink.Handle, ifName string, conf *Config) []net.IP {
 		}
 	}
 	if l, err := h.LinkByName(ifName); err == nil {
-		if as, err := h.AddrList(l, netlink.FAMILY_ALL); err == nil {
+		if as, err := nlsafe.AddrList(h, l, netlink.FAMILY_ALL); err == nil {
 			for _, a := range as {
 				out = append(out, a.IP)
 			}
@@ -209,7 +210,7 @@ func (Plugin) Check(ctx context.Context, req *cni.Request) error {
 
 // ruleTable returns the table of the source rule for ip.
 func ruleTable(h *netlink.Handle, ip net.IP) (int, error) {
-	rules, err := h.RuleList(family(ip))
+	rules, err := nlsafe.RuleList(h, family(ip))
 	if err != nil {
 		return 0, fmt.Errorf("listing rules: %w", err)
 	}
@@ -230,7 +231,7 @@ func isSrcRule(r netlink.Rule, ip net.IP) bool {
 }
 
 func checkDefault(h *netlink.Handle, link netlink.Link, table int, gw net.IP) error {
-	routes, err := h.RouteListFiltered(family(gw), &netlink.Route{Table: table}, netlink.RT_FILTER_TABLE)
+	routes, err := nlsafe.RouteListFiltered(h, family(gw), &netlink.Route{Table: table}, netlink.RT_FILTER_TABLE)
 	if err != nil {
 		return fmt.Errorf("listing table %d: %w", table, err)
 	}

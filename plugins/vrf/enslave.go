@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/knit-cni/knit/pkg/nlsafe"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -26,7 +27,7 @@ func enslave(h *netlink.Handle, l netlink.Link, vrf *netlink.Vrf) error {
 		}
 		return fmt.Errorf("interface %s already has a master: %s", name, master.Attrs().Name)
 	}
-	addrs, err := h.AddrList(l, netlink.FAMILY_V6)
+	addrs, err := nlsafe.AddrList(h, l, netlink.FAMILY_V6)
 	if err != nil {
 		return fmt.Errorf("listing IPv6 addresses of %s: %w", name, err)
 	}
@@ -50,7 +51,7 @@ func enslave(h *netlink.Handle, l netlink.Link, vrf *netlink.Vrf) error {
 // unicast routes), of both families.
 func movableRoutes(h *netlink.Handle, l netlink.Link) ([]netlink.Route, error) {
 	filter := &netlink.Route{LinkIndex: l.Attrs().Index, Table: unix.RT_TABLE_MAIN, Scope: netlink.SCOPE_UNIVERSE}
-	rs, err := h.RouteListFiltered(netlink.FAMILY_ALL, filter, netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE|netlink.RT_FILTER_SCOPE)
+	rs, err := nlsafe.RouteListFiltered(h, netlink.FAMILY_ALL, filter, netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE|netlink.RT_FILTER_SCOPE)
 	if err != nil {
 		return nil, fmt.Errorf("listing routes of %s: %w", l.Attrs().Name, err)
 	}
@@ -66,7 +67,7 @@ func movableRoutes(h *netlink.Handle, l netlink.Link) ([]netlink.Route, error) {
 
 // restore puts back IPv6 addresses the link lost and adds routes in table.
 func restore(h *netlink.Handle, l netlink.Link, addrs []netlink.Addr, routes []netlink.Route, table int) error {
-	have, err := h.AddrList(l, netlink.FAMILY_V6)
+	have, err := nlsafe.AddrList(h, l, netlink.FAMILY_V6)
 	if err != nil {
 		return fmt.Errorf("listing IPv6 addresses: %w", err)
 	}
@@ -102,7 +103,7 @@ func containsAddr(have []netlink.Addr, a netlink.Addr) bool {
 // kernel's own, so a new VRF never shares a table with another router.
 func freeTable(h *netlink.Handle) (uint32, error) {
 	used := map[uint32]bool{}
-	links, err := h.LinkList()
+	links, err := nlsafe.LinkList(h)
 	if err != nil {
 		return 0, fmt.Errorf("listing links: %w", err)
 	}
@@ -111,7 +112,7 @@ func freeTable(h *netlink.Handle) (uint32, error) {
 			used[v.Table] = true
 		}
 	}
-	routes, err := h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
+	routes, err := nlsafe.RouteListFiltered(h, netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
 	if err != nil {
 		return 0, fmt.Errorf("listing routes: %w", err)
 	}

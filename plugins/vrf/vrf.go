@@ -16,6 +16,7 @@ import (
 
 	"github.com/knit-cni/knit/pkg/cni"
 	"github.com/knit-cni/knit/pkg/netns"
+	"github.com/knit-cni/knit/pkg/nlsafe"
 )
 
 // Config is vrf's network configuration.
@@ -239,7 +240,7 @@ func (Plugin) Check(ctx context.Context, req *cni.Request) error {
 }
 
 func members(h *netlink.Handle, vrf *netlink.Vrf) ([]netlink.Link, error) {
-	links, err := h.LinkList()
+	links, err := nlsafe.LinkList(h)
 	if err != nil {
 		return nil, fmt.Errorf("listing links: %w", err)
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/knit-cni/knit/pkg/nlsafe"
 	"github.com/knit-cni/knit/pkg/testutil"
 )
 
@@ -27,7 +28,7 @@ func addr(t *testing.T, ns *testutil.NS, ifname, cidr string) {
 
 func defaults(t *testing.T, ns *testutil.NS, fam int) []string {
 	t.Helper()
-	rs, err := ns.H.RouteList(nil, fam)
+	rs, err := nlsafe.RouteList(ns.H, nil, fam)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/knit-cni/knit/pkg/dhcptest"
+	"github.com/knit-cni/knit/pkg/nlsafe"
 	"github.com/knit-cni/knit/pkg/nmstate"
 	"github.com/knit-cni/knit/pkg/testutil"
 )
@@ -69,7 +70,7 @@ func (e *env) link(t *testing.T, name string) netlink.Link {
 // addr returns ifName's IPv4 address ip, if present.
 func (e *env) addr(t *testing.T, ifName string, ip net.IP) (netlink.Addr, bool) {
 	t.Helper()
-	addrs, err := e.node.H.AddrList(e.link(t, ifName), netlink.FAMILY_V4)
+	addrs, err := nlsafe.AddrList(e.node.H, e.link(t, ifName), netlink.FAMILY_V4)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +85,7 @@ func (e *env) addr(t *testing.T, ifName string, ip net.IP) (netlink.Addr, bool) 
 // defaultRoute returns the node's IPv4 default route, if any.
 func (e *env) defaultRoute(t *testing.T) (netlink.Route, bool) {
 	t.Helper()
-	rs, err := e.node.H.RouteList(nil, netlink.FAMILY_V4)
+	rs, err := nlsafe.RouteList(e.node.H, nil, netlink.FAMILY_V4)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,7 +184,7 @@ func TestNoServerTimesOut(t *testing.T) {
 	if took < 1400*time.Millisecond || took > 3*time.Second {
 		t.Fatalf("Acquire took %v with a 1.5 s timeout", took)
 	}
-	addrs, _ := e.node.H.AddrList(e.link(t, "ens35"), netlink.FAMILY_V4)
+	addrs, _ := nlsafe.AddrList(e.node.H, e.link(t, "ens35"), netlink.FAMILY_V4)
 	if len(addrs) != 0 || c.Holds("ens35") {
 		t.Fatalf("left behind: %v", addrs)
 	}
@@ -281,7 +282,7 @@ func TestExpiryRemovesAddressAndRecovers(t *testing.T) {
 	}
 	e.srv.Restart(t)
 	dhcptest.Poll(t, 20*time.Second, "a lease again", func() bool {
-		addrs, _ := e.node.H.AddrList(e.link(t, "ens35"), netlink.FAMILY_V4)
+		addrs, _ := nlsafe.AddrList(e.node.H, e.link(t, "ens35"), netlink.FAMILY_V4)
 		_, route := e.defaultRoute(t)
 		return len(addrs) == 1 && dhcptest.InRange(addrs[0].IP) && route
 	})

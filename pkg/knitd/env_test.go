@@ -37,6 +37,7 @@ import (
 	"github.com/knit-cni/knit/pkg/cni"
 	"github.com/knit-cni/knit/pkg/confgen"
 	"github.com/knit-cni/knit/pkg/knitd"
+	"github.com/knit-cni/knit/pkg/nlsafe"
 	"github.com/knit-cni/knit/pkg/testutil"
 	"github.com/knit-cni/knit/pkg/testutil/kube"
 	"github.com/knit-cni/knit/plugins/bridge"
@@ -424,7 +425,7 @@ func cniError(t *testing.T, err error) *types.Error {
 // links lists the interface names in a namespace (lo excluded).
 func links(t *testing.T, ns *testutil.NS) []string {
 	t.Helper()
-	ls, err := ns.H.LinkList()
+	ls, err := nlsafe.LinkList(ns.H)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -448,7 +449,7 @@ func link(t *testing.T, ns *testutil.NS, name string) netlink.Link {
 
 func addrs(t *testing.T, ns *testutil.NS, name string) []string {
 	t.Helper()
-	as, err := ns.H.AddrList(link(t, ns, name), netlink.FAMILY_V4)
+	as, err := nlsafe.AddrList(ns.H, link(t, ns, name), netlink.FAMILY_V4)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -603,7 +604,7 @@ func (e *env) startSubprocess() *exec.Cmd {
 // element lists is a default route of that interface in the pod.
 func checkDefaultRoutes(t *testing.T, p *pod, st []annotations.NetworkStatus) {
 	t.Helper()
-	routes, err := p.sandbox.H.RouteList(nil, netlink.FAMILY_ALL)
+	routes, err := nlsafe.RouteList(p.sandbox.H, nil, netlink.FAMILY_ALL)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/knit-cni/knit/pkg/annotations"
 	"github.com/knit-cni/knit/pkg/knitd"
+	"github.com/knit-cni/knit/pkg/nlsafe"
 	"github.com/knit-cni/knit/pkg/podresources/podresourcestest"
 	"github.com/knit-cni/knit/pkg/testutil"
 )
@@ -101,7 +102,7 @@ func TestJSONForm(t *testing.T) {
 	}
 
 	// default-route: the default route now goes via net2, eth0 lost its.
-	routes, err := p.sandbox.H.RouteList(nil, netlink.FAMILY_V4)
+	routes, err := nlsafe.RouteList(p.sandbox.H, nil, netlink.FAMILY_V4)
 	if err != nil {
 		t.Fatal(err)
 	}

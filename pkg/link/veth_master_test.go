@@ -7,6 +7,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/knit-cni/knit/pkg/link"
+	"github.com/knit-cni/knit/pkg/nlsafe"
 	"github.com/knit-cni/knit/pkg/testutil"
 )
 
@@ -53,7 +54,7 @@ func TestAddVethHostMaster(t *testing.T) {
 	if _, err := cont.H.LinkByName("eth1"); err == nil {
 		t.Fatal("the pair survived the failed join")
 	}
-	links, _ := host.H.LinkList()
+	links, _ := nlsafe.LinkList(host.H)
 	if len(links) != 3 { // lo, br0, the first pair's host end
 		t.Fatalf("host links %d, want 3", len(links))
 	}

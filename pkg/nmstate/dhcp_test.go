@@ -18,6 +18,7 @@ import (
 
 	"github.com/knit-cni/knit/pkg/dhcpclient"
 	"github.com/knit-cni/knit/pkg/dhcptest"
+	"github.com/knit-cni/knit/pkg/nlsafe"
 	"github.com/knit-cni/knit/pkg/nmstate"
 	"github.com/knit-cni/knit/pkg/testutil"
 )
@@ -65,7 +66,7 @@ func newDHCPNode(t *testing.T, server bool, timeout time.Duration, extra ...stri
 		if err != nil {
 			return false
 		}
-		addrs, _ := n.H.AddrList(l, netlink.FAMILY_V6)
+		addrs, _ := nlsafe.AddrList(n.H, l, netlink.FAMILY_V6)
 		return len(addrs) > 0
 	})
 	resolv := filepath.Join(t.TempDir(), "resolv.conf")
@@ -306,7 +307,7 @@ func TestDHCPNoServerRollsBack(t *testing.T) {
 		t.Fatal("br1 left behind")
 	}
 	port, _ := n.H.LinkByName("ens35")
-	addrs, _ := n.H.AddrList(port, netlink.FAMILY_V4)
+	addrs, _ := nlsafe.AddrList(n.H, port, netlink.FAMILY_V4)
 	if port.Attrs().MasterIndex != 0 || len(addrs) != 0 {
 		t.Fatal("ens35 not restored")
 	}

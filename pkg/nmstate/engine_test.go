@@ -14,6 +14,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/knit-cni/knit/pkg/nlsafe"
 	"github.com/knit-cni/knit/pkg/testutil"
 )
 
@@ -134,7 +135,7 @@ func TestPartialEditKeepsTheRest(t *testing.T) {
 		t.Fatalf("partial: %v", err)
 	}
 	br, _ := n.H.LinkByName("br1")
-	addrs, _ := n.H.AddrList(br, netlink.FAMILY_V4)
+	addrs, _ := nlsafe.AddrList(n.H, br, netlink.FAMILY_V4)
 	if br.Attrs().MTU != 1400 || len(addrs) != 1 {
 		t.Fatalf("mtu %d addrs %v", br.Attrs().MTU, addrs)
 	}
@@ -308,7 +309,7 @@ func TestGatewayProbeRollsBackCutOff(t *testing.T) {
 	if err := n.H.AddrAdd(ens35, own); err != nil {
 		t.Fatal(err)
 	}
-	rawBefore, _ := n.H.AddrList(ens35, netlink.FAMILY_V4)
+	rawBefore, _ := nlsafe.AddrList(n.H, ens35, netlink.FAMILY_V4)
 	up := `
 routes:
   config:
@@ -332,7 +333,7 @@ routes:
 	if err := probe.Run(ctx); err != nil {
 		t.Fatalf("gateway unreachable after rollback: %v", err)
 	}
-	rawAfter, _ := n.H.AddrList(ens35, netlink.FAMILY_V4)
+	rawAfter, _ := nlsafe.AddrList(n.H, ens35, netlink.FAMILY_V4)
 	if len(rawAfter) != 1 || ipString(rawAfter[0].Broadcast) != ipString(rawBefore[0].Broadcast) {
 		t.Fatalf("address not restored exactly: before %+v (brd %v) after %+v (brd %v)", rawBefore, rawBefore[0].Broadcast, rawAfter, rawAfter[0].Broadcast)
 	}

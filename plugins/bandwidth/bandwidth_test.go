@@ -17,6 +17,7 @@ import (
 
 	"github.com/knit-cni/knit/pkg/chaintest"
 	"github.com/knit-cni/knit/pkg/cni"
+	"github.com/knit-cni/knit/pkg/nlsafe"
 	"github.com/knit-cni/knit/pkg/testutil"
 )
 
@@ -41,7 +42,7 @@ func wantCode(t *testing.T, err error, code uint) {
 // ifbs lists the ifb links in ns.
 func ifbs(t *testing.T, ns *testutil.NS) []netlink.Link {
 	t.Helper()
-	links, err := ns.H.LinkList()
+	links, err := nlsafe.LinkList(ns.H)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +58,7 @@ func ifbs(t *testing.T, ns *testutil.NS) []netlink.Link {
 // qdiscKinds lists the non-default qdiscs of a link ("tbf", "ingress").
 func qdiscKinds(t *testing.T, ns *testutil.NS, name string) []string {
 	t.Helper()
-	qs, err := ns.H.QdiscList(chaintest.LinkByName(t, ns, name))
+	qs, err := nlsafe.QdiscList(ns.H, chaintest.LinkByName(t, ns, name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +73,7 @@ func qdiscKinds(t *testing.T, ns *testutil.NS, name string) []string {
 
 func tbfOf(t *testing.T, ns *testutil.NS, name string) *netlink.Tbf {
 	t.Helper()
-	qs, err := ns.H.QdiscList(chaintest.LinkByName(t, ns, name))
+	qs, err := nlsafe.QdiscList(ns.H, chaintest.LinkByName(t, ns, name))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/knit-cni/knit/pkg/attachtest"
 	"github.com/knit-cni/knit/pkg/cni"
+	"github.com/knit-cni/knit/pkg/nlsafe"
 	"github.com/knit-cni/knit/pkg/testutil"
 )
 
@@ -116,7 +117,7 @@ func TestKernelState(t *testing.T) {
 			t.Errorf("%s MTU %d, want 1400", l.Attrs().Name, l.Attrs().MTU)
 		}
 	}
-	addrs, err := c.H.AddrList(link(t, c, "eth0"), netlink.FAMILY_V6)
+	addrs, err := nlsafe.AddrList(c.H, link(t, c, "eth0"), netlink.FAMILY_V6)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +141,7 @@ func TestEnableDad(t *testing.T) {
 			t.Errorf("container %s = %s, want %s", key, got, want)
 		}
 	}
-	addrs, err := c.H.AddrList(link(t, c, "eth0"), netlink.FAMILY_V6)
+	addrs, err := nlsafe.AddrList(c.H, link(t, c, "eth0"), netlink.FAMILY_V6)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +170,7 @@ func TestGatewayModes(t *testing.T) {
 			w := newWorld(t)
 			c := testutil.NewNS(t)
 			res := w.add(c, "c1", conf("1.0.0", `"bridge":"kbr0",`+tc.opts+w.ipam("10.14.0.0/24", "fd14::/64")))
-			addrs, err := w.host.H.AddrList(link(t, w.host, "kbr0"), netlink.FAMILY_V4)
+			addrs, err := nlsafe.AddrList(w.host.H, link(t, w.host, "kbr0"), netlink.FAMILY_V4)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -179,7 +180,7 @@ func TestGatewayModes(t *testing.T) {
 			if len(res.Routes) != tc.defaultRoutes {
 				t.Fatalf("result routes %s, want %d default routes", mustJSON(t, res.Routes), tc.defaultRoutes)
 			}
-			routes, err := c.H.RouteList(nil, netlink.FAMILY_ALL)
+			routes, err := nlsafe.RouteList(c.H, nil, netlink.FAMILY_ALL)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -218,7 +219,7 @@ func TestForceAddress(t *testing.T) {
 		t.Fatal("failed ADD kept its address")
 	}
 	w.add(c, "c1", conf("1.0.0", `"forceAddress":true,`+body))
-	addrs, _ := w.host.H.AddrList(link(t, w.host, "kbr0"), netlink.FAMILY_V4)
+	addrs, _ := nlsafe.AddrList(w.host.H, link(t, w.host, "kbr0"), netlink.FAMILY_V4)
 	if len(addrs) != 1 || addrs[0].IPNet.String() != "10.15.0.1/24" {
 		t.Fatalf("bridge addresses %v, want only 10.15.0.1/24", addrs)
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/knit-cni/knit/pkg/attachtest"
 	"github.com/knit-cni/knit/pkg/cni"
 	"github.com/knit-cni/knit/pkg/nftowner"
+	"github.com/knit-cni/knit/pkg/nlsafe"
 	"github.com/knit-cni/knit/pkg/testutil"
 )
 
@@ -21,7 +22,7 @@ func bridgePorts(t *testing.T, w *world) []string {
 	if err != nil {
 		return nil
 	}
-	all, err := w.host.H.LinkList()
+	all, err := nlsafe.LinkList(w.host.H)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/knit-cni/knit/pkg/cni"
+	"github.com/knit-cni/knit/pkg/nlsafe"
 	"github.com/knit-cni/knit/pkg/testutil"
 )
 
@@ -153,7 +154,7 @@ func snapshot(t *testing.T, w *world, c *testutil.NS, res *current.Result) state
 // addrs lists a link's addresses other than link-local, flags ignored.
 func addrs(t *testing.T, h *netlink.Handle, l netlink.Link) []string {
 	t.Helper()
-	as, err := h.AddrList(l, netlink.FAMILY_ALL)
+	as, err := nlsafe.AddrList(h, l, netlink.FAMILY_ALL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +171,7 @@ func addrs(t *testing.T, h *netlink.Handle, l netlink.Link) []string {
 // routes lists the main table's routes other than link-local ones.
 func routes(t *testing.T, h *netlink.Handle) []string {
 	t.Helper()
-	rs, err := h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+	rs, err := nlsafe.RouteListFiltered(h, netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
 	if err != nil {
 		t.Fatal(err)
 	}

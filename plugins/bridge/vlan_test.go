@@ -8,13 +8,14 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/knit-cni/knit/pkg/nlsafe"
 	"github.com/knit-cni/knit/pkg/testutil"
 )
 
 // portVlans returns a port's VLANs as "vid" or "vid:pvid,untagged".
 func portVlans(t *testing.T, w *world, port string) []string {
 	t.Helper()
-	all, err := w.host.H.BridgeVlanList()
+	all, err := nlsafe.BridgeVlanList(w.host.H)
 	if err != nil {
 		t.Fatal(err)
 	}

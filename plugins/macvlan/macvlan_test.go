@@ -13,6 +13,7 @@ import (
 
 	"github.com/knit-cni/knit/pkg/attachtest"
 	"github.com/knit-cni/knit/pkg/cni"
+	"github.com/knit-cni/knit/pkg/nlsafe"
 	"github.com/knit-cni/knit/pkg/testutil"
 	"github.com/knit-cni/knit/plugins/builtin"
 	"github.com/knit-cni/knit/plugins/macvlan"
@@ -518,7 +519,7 @@ func TestCheckDetectsDrift(t *testing.T) {
 	_, err = e.call(t, reg, cni.CmdCheck, cont, conf)
 	attachtest.WantCode(t, err, types.ErrInvalidNetworkConfig, "prevResult")
 	// A route removed.
-	routes, _ := cont.H.RouteList(nil, netlink.FAMILY_V4)
+	routes, _ := nlsafe.RouteList(cont.H, nil, netlink.FAMILY_V4)
 	for _, rt := range routes {
 		if rt.Dst != nil && rt.Dst.String() == "10.99.0.0/16" {
 			if err := cont.H.RouteDel(&rt); err != nil {

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/knit-cni/knit/pkg/cni"
+	"github.com/knit-cni/knit/pkg/nlsafe"
 	"github.com/knit-cni/knit/pkg/testnet"
 	"github.com/knit-cni/knit/pkg/testutil"
 )
@@ -78,7 +79,7 @@ func TestChainBridgeHostLocalPortmapFirewall(t *testing.T) {
 	if strings.Contains(out, "e2e/e2e1") {
 		t.Fatalf("rules left after DEL:\n%s", out)
 	}
-	if l, err := tp.Host.H.LinkList(); err == nil {
+	if l, err := nlsafe.LinkList(tp.Host.H); err == nil {
 		for _, link := range l {
 			if strings.HasPrefix(link.Attrs().Name, "veth") {
 				t.Errorf("host veth %s left after DEL", link.Attrs().Name)

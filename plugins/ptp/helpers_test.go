@@ -19,6 +19,7 @@ import (
 	"github.com/knit-cni/knit/pkg/attachtest"
 	"github.com/knit-cni/knit/pkg/cni"
 	"github.com/knit-cni/knit/pkg/masq"
+	"github.com/knit-cni/knit/pkg/nlsafe"
 	"github.com/knit-cni/knit/pkg/testutil"
 	"github.com/knit-cni/knit/plugins/hostlocal"
 	"github.com/knit-cni/knit/plugins/ptp"
@@ -147,7 +148,7 @@ func mustJSON(t *testing.T, v any) string {
 // link-local ones, as "dst via gw scope src".
 func linkRoutes(t *testing.T, h *netlink.Handle, l netlink.Link) []string {
 	t.Helper()
-	rs, err := h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_MAIN, LinkIndex: l.Attrs().Index},
+	rs, err := nlsafe.RouteListFiltered(h, netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_MAIN, LinkIndex: l.Attrs().Index},
 		netlink.RT_FILTER_TABLE|netlink.RT_FILTER_OIF)
 	if err != nil {
 		t.Fatal(err)
@@ -174,7 +175,7 @@ func linkRoutes(t *testing.T, h *netlink.Handle, l netlink.Link) []string {
 // addrs lists a link's addresses other than link-local.
 func addrs(t *testing.T, h *netlink.Handle, l netlink.Link) []string {
 	t.Helper()
-	as, err := h.AddrList(l, netlink.FAMILY_ALL)
+	as, err := nlsafe.AddrList(h, l, netlink.FAMILY_ALL)
 	if err != nil {
 		t.Fatal(err)
 	}

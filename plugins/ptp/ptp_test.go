@@ -14,6 +14,7 @@ import (
 	"github.com/knit-cni/knit/pkg/attachtest"
 	"github.com/knit-cni/knit/pkg/cni"
 	"github.com/knit-cni/knit/pkg/nftowner"
+	"github.com/knit-cni/knit/pkg/nlsafe"
 	"github.com/knit-cni/knit/pkg/testutil"
 )
 
@@ -119,7 +120,7 @@ func TestTraffic(t *testing.T) {
 		}
 	}
 	for _, ns := range []*testutil.NS{c1, w.host} {
-		as, _ := ns.H.AddrList(nil, netlink.FAMILY_V6)
+		as, _ := nlsafe.AddrList(ns.H, nil, netlink.FAMILY_V6)
 		for _, a := range as {
 			if a.Flags&unix.IFA_F_TENTATIVE != 0 && !a.IP.IsLinkLocalUnicast() {
 				t.Fatalf("%s tentative in %s: ADD must not leave DAD pending", a.IPNet, ns.Path())

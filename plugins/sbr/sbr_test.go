@@ -19,6 +19,7 @@ import (
 
 	"github.com/knit-cni/knit/pkg/chaintest"
 	"github.com/knit-cni/knit/pkg/cni"
+	"github.com/knit-cni/knit/pkg/nlsafe"
 	"github.com/knit-cni/knit/pkg/sysctl"
 	"github.com/knit-cni/knit/pkg/testutil"
 )
@@ -95,7 +96,7 @@ func wantCode(t *testing.T, err error, code uint) {
 // rules returns "from <src> table <n>" for the namespace's source rules.
 func rules(t *testing.T, ns *testutil.NS) []string {
 	t.Helper()
-	rs, err := ns.H.RuleList(netlink.FAMILY_ALL)
+	rs, err := nlsafe.RuleList(ns.H, netlink.FAMILY_ALL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +114,7 @@ func rules(t *testing.T, ns *testutil.NS) []string {
 // IPv6 link-local and multicast routes.
 func routes(t *testing.T, ns *testutil.NS, table int) []string {
 	t.Helper()
-	rs, err := ns.H.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: table}, netlink.RT_FILTER_TABLE)
+	rs, err := nlsafe.RouteListFiltered(ns.H, netlink.FAMILY_ALL, &netlink.Route{Table: table}, netlink.RT_FILTER_TABLE)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,7 +240,7 @@ func TestCheckDetectsMissingRule(t *testing.T) {
 	if _, err := run(t, bin, tp.main, cni.CmdAdd, req); err != nil {
 		t.Fatal(err)
 	}
-	rs, _ := c.H.RuleList(netlink.FAMILY_V4)
+	rs, _ := nlsafe.RuleList(c.H, netlink.FAMILY_V4)
 	for _, r := range rs {
 		if r.Src != nil {
 			if err := c.H.RuleDel(&r); err != nil {

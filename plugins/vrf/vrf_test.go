@@ -17,6 +17,7 @@ import (
 
 	"github.com/knit-cni/knit/pkg/attachtest"
 	"github.com/knit-cni/knit/pkg/cni"
+	"github.com/knit-cni/knit/pkg/nlsafe"
 	"github.com/knit-cni/knit/pkg/testutil"
 	"github.com/knit-cni/knit/plugins/builtin"
 )
@@ -74,7 +75,7 @@ func vrfOf(t *testing.T, ns *testutil.NS, name string) *netlink.Vrf {
 // routeIn reports whether a route to dst exists in table.
 func routeIn(t *testing.T, ns *testutil.NS, dst string, table int) bool {
 	t.Helper()
-	rs, err := ns.H.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: table}, netlink.RT_FILTER_TABLE)
+	rs, err := nlsafe.RouteListFiltered(ns.H, netlink.FAMILY_ALL, &netlink.Route{Table: table}, netlink.RT_FILTER_TABLE)
 	if err != nil {
 		t.Fatal(err)
 	}

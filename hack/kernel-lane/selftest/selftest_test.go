@@ -16,6 +16,7 @@ import (
 	vns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/knit-cni/knit/pkg/nlsafe"
 	"github.com/knit-cni/knit/pkg/testutil"
 )
 
@@ -139,7 +140,7 @@ func TestLaneLinks(t *testing.T) {
 	if err := h.BridgeVlanAdd(port, 42, false, false, false, true); err != nil {
 		t.Fatalf("bridge vlan add: %v", err)
 	}
-	vl, err := h.BridgeVlanList()
+	vl, err := nlsafe.BridgeVlanList(h)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +152,7 @@ func TestLaneLinks(t *testing.T) {
 		t.Errorf("vid 42 not on eth2: %v", vl)
 	}
 
-	links, err := h.LinkList()
+	links, err := nlsafe.LinkList(h)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -78,9 +78,6 @@ func fast(req *cni.Request) int {
 		return printError(types.NewError(types.ErrIOFailure, fmt.Sprintf("error reading from stdin: %v", err), ""))
 	}
 	req.Config = data
-	if e := validateName(data); e != nil {
-		return printError(e)
-	}
 	// No signal context: SIGTERM ends the process, and knitd finishes or
 	// rolls back the call on its own (see shim.Serve).
 	res, err := shim.Handle(context.Background(), req)
@@ -91,19 +88,6 @@ func fast(req *cni.Request) int {
 		return printError(shim.WireError(err))
 	}
 	return 0
-}
-
-// validateName makes skel's config check: a network name that is present
-// and valid.
-func validateName(data []byte) *types.Error {
-	c, err := shim.ParseConf(data)
-	if err != nil {
-		return shim.WireError(err)
-	}
-	if c.Name == "" {
-		return types.NewError(types.ErrInvalidNetworkConfig, "missing network name", "")
-	}
-	return utils.ValidateNetworkName(c.Name)
 }
 
 func printResult(cmd cni.Command, res []byte) error {

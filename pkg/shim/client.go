@@ -7,6 +7,7 @@ import (
 	"os"
 
 	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/cni/pkg/utils"
 
 	"github.com/knit-cni/knit/pkg/attachcache"
 	"github.com/knit-cni/knit/pkg/cni"
@@ -22,6 +23,13 @@ import (
 func Handle(ctx context.Context, req *cni.Request) ([]byte, error) {
 	conf, err := ParseConf(req.Config)
 	if err != nil {
+		return nil, err
+	}
+	// skel's config check, for calls that did not come through skel.
+	if conf.Name == "" {
+		return nil, types.NewError(types.ErrInvalidNetworkConfig, "missing network name", "")
+	}
+	if err := utils.ValidateNetworkName(conf.Name); err != nil {
 		return nil, err
 	}
 	resp, err := NewClient(conf.Socket).Do(ctx, FromCNIRequest(req))

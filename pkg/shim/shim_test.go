@@ -188,3 +188,17 @@ func TestConnectionLost(t *testing.T) {
 		t.Errorf("%+v", te)
 	}
 }
+
+// The shim's short path has no skel in front of it: Handle makes skel's
+// config check itself, before knitd is asked.
+func TestNetworkNameChecked(t *testing.T) {
+	for _, c := range []struct{ conf string }{
+		{`{"cniVersion":"1.0.0","type":"knit"}`},
+		{`{"cniVersion":"1.0.0","name":"bad/name","type":"knit"}`},
+	} {
+		req := &cni.Request{Command: cni.CmdAdd, ContainerID: "c1", Netns: "/ns", IfName: "eth0", Config: []byte(c.conf)}
+		if te := WireError(mustErr(Handle(context.Background(), req))); te.Code != types.ErrInvalidNetworkConfig {
+			t.Errorf("%s: %+v, want code 7", c.conf, te)
+		}
+	}
+}

@@ -101,6 +101,8 @@ func (l *latencies) print() {
 
 type memory struct {
 	idleRSS, attachedRSS, hwm int64
+	burstHWM                  int64
+	burstTime                 time.Duration
 	anon, file                int64
 	goStats                   string
 }
@@ -115,6 +117,7 @@ func (m *memory) print(pods, nads int) {
 	if m.goStats != "" {
 		fmt.Printf("  Go runtime: %s\n", m.goStats)
 	}
+	fmt.Printf("  then %d more pods at once: peak %s (the %d ADDs took %s)\n", burstPods, mib(m.burstHWM), burstPods-1, m.burstTime.Round(time.Millisecond))
 }
 
 // procStatus reads VmRSS and VmHWM (kB) of a process.

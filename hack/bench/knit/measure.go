@@ -209,7 +209,66 @@ func (b *bench) memory(ctx context.Context, pods, nads int) (*memory, error) {
 	f, _ := procFields(b.knitd.Process.Pid)
 	m.anon, m.file = f["RssAnon:"], f["RssFile:"]
 	m.goStats = b.goStats()
+	if m.burstHWM, m.burstTime, err = b.burst(ctx, list, burstPods, nads); err != nil {
+		return nil, err
+	}
 	return m, nil
+}
+
+// burstPods is how many pods start at once in the burst measurement, on
+// top of the attached ones (Multus's daemon has run out of memory under
+// bursts: k8snetworkplumbingwg/multus-cni#1346, #1416).
+const burstPods = 50
+
+// burst attaches n more pods all at once, as a node starting a deployment
+// does, and returns knitd's peak RSS and how long the burst took; the pods
+// are deleted again.
+func (b *bench) burst(ctx context.Context, list *libcni.NetworkConfigList, n, nads int) (hwm int64, took time.Duration, err error) {
+	type call struct {
+		sb *sandbox
+		rt *libcni.RuntimeConf
+	}
+	calls := make([]call, n)
+	defer func() {
+		for _, c := range calls {
+			if c.sb != nil {
+				_ = b.knit.DelNetworkList(ctx, list, c.rt)
+				c.sb.remove()
+			}
+		}
+	}()
+	for i := range calls {
+		p, err := b.pod(ctx, fmt.Sprintf("burst-%d", i), fmt.Sprintf("rss-%d,rss-%d", i%nads, (i+1)%nads))
+		if err != nil {
+			return 0, 0, err
+		}
+		sb, err := b.newSandbox()
+		if err != nil {
+			return 0, 0, err
+		}
+		calls[i] = call{sb, rtConf(p, fmt.Sprintf("burst%d", i), sb.path, "eth0")}
+	}
+	// The last pod's ADD waits for knitd's informer to see it, so the
+	// others have been seen too.
+	if _, err := b.knit.AddNetworkList(ctx, list, calls[n-1].rt); err != nil {
+		return 0, 0, fmt.Errorf("ADD burst-%d: %w", n-1, err)
+	}
+	errs := make(chan error, n-1)
+	start := time.Now()
+	for _, c := range calls[:n-1] {
+		go func() { _, err := b.knit.AddNetworkList(ctx, list, c.rt); errs <- err }()
+	}
+	for range n - 1 {
+		if e := <-errs; e != nil && err == nil {
+			err = fmt.Errorf("burst ADD: %w", e)
+		}
+	}
+	took = time.Since(start)
+	if err != nil {
+		return 0, 0, err
+	}
+	_, hwm, err = procStatus(b.knitd.Process.Pid)
+	return hwm, took, err
 }
 
 // goStats summarises knitd's Go memory from its metrics endpoint.

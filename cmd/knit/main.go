@@ -41,7 +41,8 @@ func main() {
 	funcs := skel.CNIFuncs{Add: run(cni.CmdAdd), Del: run(cni.CmdDel), Check: run(cni.CmdCheck),
 		GC: run(cni.CmdGC), Status: run(cni.CmdStatus)}
 	if e := skel.PluginMainFuncsWithError(funcs, cni.VersionInfo(), "knit meta-plugin shim (talks to knitd)"); e != nil {
-		printError(e)
+		stop()
+		os.Exit(printError(e))
 	}
 }
 
@@ -98,10 +99,11 @@ func printResult(cmd cni.Command, res []byte) error {
 	return err
 }
 
+// printError prints e as the spec's error output and returns the exit
+// code.
 func printError(e *types.Error) int {
 	if err := e.Print(); err != nil {
 		fmt.Fprintf(os.Stderr, "knit: printing error: %v\n", err)
 	}
-	os.Exit(1)
 	return 1
 }

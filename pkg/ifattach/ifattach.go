@@ -173,7 +173,7 @@ func (s *Setup) configure(l netlink.Link, own *current.Result) error {
 // and routes of addrs (may be nil): prev with them appended (a new result
 // when prev is nil), each address pointing at iface. own is the same
 // interface list with only the new addresses and routes, for
-// ipam.ConfigureIface. The config's dns wins over the IPAM plugin's.
+// ipam.ConfigureLink. The config's dns wins over the IPAM plugin's.
 func Merge(prev *current.Result, iface *current.Interface, addrs *current.Result, dns types.DNS) (res, own *current.Result) {
 	res = &current.Result{CNIVersion: current.ImplementedSpecVersion}
 	if prev != nil {

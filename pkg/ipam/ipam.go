@@ -46,21 +46,11 @@ func Check(ctx context.Context, req *cni.Request, ipamType string) error {
 	return err
 }
 
-// ConfigureIface gives the link named ifName (through h, a handle in the
-// container's namespace) the result's addresses that point at it, sets it
-// up and adds the result's routes. IPv6 addresses skip duplicate address
-// detection (IFA_F_NODAD) when dad is false, so the caller never waits for
-// them to leave the tentative state.
-func ConfigureIface(h *netlink.Handle, ifName string, res *current.Result, dad bool) error {
-	link, err := h.LinkByName(ifName)
-	if err != nil {
-		return fmt.Errorf("looking up %q: %w", ifName, err)
-	}
-	return ConfigureLink(h, link, res, dad)
-}
-
-// ConfigureLink is ConfigureIface for a link the caller already holds
-// (with its index), saving the lookup.
+// ConfigureLink gives link (through h, a handle in the container's
+// namespace) the result's addresses that point at it, sets it up and adds
+// the result's routes. IPv6 addresses skip duplicate address detection
+// (IFA_F_NODAD) when dad is false, so the caller never waits for them to
+// leave the tentative state.
 func ConfigureLink(h *netlink.Handle, link netlink.Link, res *current.Result, dad bool) error {
 	ifName := link.Attrs().Name
 	var gw4, gw6 net.IP
